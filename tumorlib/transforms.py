@@ -125,24 +125,31 @@ class MRITransform:
         self, image: np.ndarray, mask: np.ndarray | None = None, rng: np.random.Generator | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Geometry, filters, jitter and normalisation; returns the tensor, and the mask tensor if a mask was given."""
+        image, mask = self.finish_array(image, mask, rng)
+        tensor = self.to_tensor(image)
+        if mask is None:
+            return tensor
+        return tensor, torch.from_numpy(np.ascontiguousarray(mask))
+
+    def finish_array(
+        self, image: np.ndarray, mask: np.ndarray | None = None, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Everything but normalisation, at the model's input size: what evaluation can cache exactly."""
+        size = (self.width, self.height)
         if self.augment is not None:
             rng = rng if rng is not None else np.random.default_rng()
             matrix = self._random_affine(image.shape[:2], rng)
-            size = (self.width, self.height)
             image = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderValue=0)
             if mask is not None:
                 mask = cv2.warpAffine(mask.astype(np.uint8), matrix, size, flags=cv2.INTER_NEAREST) > 0
         else:
             image = self._resize(image)
             if mask is not None:
-                mask = cv2.resize(mask.astype(np.uint8), (self.width, self.height), interpolation=cv2.INTER_NEAREST) > 0
+                mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
         image = apply_filters(np.clip(image, 0, 1), self.data.preprocess)
         if self.augment is not None:
             image = self._jitter(image, rng)
-        tensor = self._to_tensor(image)
-        if mask is None:
-            return tensor
-        return tensor, torch.from_numpy(np.ascontiguousarray(mask))
+        return image, mask
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -175,7 +182,8 @@ class MRITransform:
             image = image + rng.normal(0, aug.noise, image.shape).astype(np.float32)
         return np.clip(image, 0, 1).astype(np.float32)
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """Channels first, greyscale repeated into the model's channels, normalised with its mean and std."""
         if image.ndim == 3 and self.channels != 3:
             image = to_grayscale(image)
         chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)

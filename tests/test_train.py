@@ -1,0 +1,193 @@
+"""The trainer end to end on real sample slices with timm's tiny 'test_resnet': outputs, resume, configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+import yaml
+
+from tumorlib import Classifier, load_bundle
+from train import evaluate as evaluate_cli
+from train.train import cli as train_cli
+from train.train import lr_factor, parse_args
+
+from .conftest import FIGSHARE, FOLDERS, ROOT
+
+TINY = ["--model", "test_resnet", "--input-size", "64", "--batch-size", "8", "--no-progress", "--threads", "1"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    code = train_cli(
+        ["--data", str(FIGSHARE), "--data", str(FOLDERS), "--folds", "2", "--epochs", "1", "--final",
+         "--output", str(out), "--name", "cv", *TINY]
+    )  # fmt: skip
+    assert code == 0
+    return out / "cv"
+
+
+def test_cv_run_writes_every_output(cv_run):
+    for name in ("config.yaml", "config.json", "model.safetensors", "metrics.json", "history.csv", "predictions.csv"):
+        assert (cv_run / name).is_file(), name
+    assert (cv_run / "README.md").is_file()
+    assert json.loads((cv_run / "status.json").read_text())["state"] == "complete"
+    metrics = json.loads((cv_run / "metrics.json").read_text())
+    assert metrics["n"] == 32 and metrics["labels"] == ["glioma", "meningioma", "pituitary", "no_tumor"]
+    assert len(metrics["folds"]) == 2 and sum(f["n"] for f in metrics["folds"]) == 32
+    assert set(metrics["cv_summary"]["accuracy"]) == {"mean", "std"}
+    assert 0 < metrics["temperature"] and "ece_uncalibrated" in metrics
+    with (cv_run / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 32 and len({r["id"] for r in rows}) == 32
+    assert {"id", "patient", "true_label", "pred_label", "prob_no_tumor"} <= set(rows[0])
+    # out-of-fold: every patient's slices were predicted by the fold that never trained on them
+    folds = {}
+    for k in (0, 1):
+        with (cv_run / f"fold{k}" / "predictions.csv").open() as f:
+            for r in csv.DictReader(f):
+                assert folds.setdefault(r["patient"], k) == k
+    with (cv_run / "history.csv").open() as f:
+        assert [r["fold"] for r in csv.DictReader(f)] == ["fold0", "fold1"]
+    config = yaml.safe_load((cv_run / "config.yaml").read_text())
+    assert config["folds"] == 2 and config["model"] == "test_resnet"
+
+
+def test_exported_bundle_is_the_plain_timm_model(cv_run):
+    bundle = load_bundle(cv_run)
+    assert bundle.labels == ["glioma", "meningioma", "pituitary", "no_tumor"]
+    metrics = json.loads((cv_run / "metrics.json").read_text())
+    assert bundle.temperature == pytest.approx(metrics["temperature"])
+    check = bundle.section["inference"]
+    assert check["n_images"] > 0 and isinstance(check["bf16_agrees"], bool)
+    probs = Classifier(bundle).predict(FIGSHARE / "images" / "2384.jpg")
+    assert abs(sum(probs.values()) - 1) < 1e-5
+
+
+def test_evaluate_returns_the_schema(cv_run, tmp_path):
+    out, preds = tmp_path / "m.json", tmp_path / "p.csv"
+    code = evaluate_cli.cli(
+        ["--model", str(cv_run), "--data", str(FIGSHARE), "--data", str(FOLDERS), "--out", str(out),
+         "--predictions", str(preds), "--no-progress", "--bootstrap", "200"]
+    )  # fmt: skip
+    assert code == 0
+    m = json.loads(out.read_text())
+    assert m["n"] == 32 and m["labels"] == ["glioma", "meningioma", "pituitary", "no_tumor"]
+    assert sum(map(sum, m["confusion_matrix"])) == 32
+    assert set(m["per_class"]) == set(m["labels"]) and {"precision", "recall", "specificity", "f1"} <= set(m["macro"])
+    assert m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1]
+    assert set(m["roc"]) == set(m["labels"]) and "ece" in m and "ece_uncalibrated" in m and m["reliability"]
+    with preds.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 32 and rows[0]["path"].endswith(".jpg")
+
+
+def test_evaluate_refuses_unknown_classes(tmp_path, tiny_bundle):
+    code = evaluate_cli.cli(["--model", str(tiny_bundle), "--data", str(FOLDERS), "--out", str(tmp_path / "m.json")])
+    assert code == 2 and not (tmp_path / "m.json").exists()
+
+
+def _run(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=ENV, **kw)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    common = ["--data", str(FIGSHARE), "--epochs", "3", "--val-fraction", "0.3", "--output", str(tmp_path),
+              "--model", "test_resnet", "--input-size", "96", "--batch-size", "2", "--no-progress", "--threads", "1"]  # fmt: skip
+    assert _run([*common, "--name", "straight"]).wait(timeout=300) == 0
+
+    proc = _run([*common, "--name", "killed"], stderr=subprocess.DEVNULL)
+    history = tmp_path / "killed" / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch 2: epoch 1's checkpoint is on disk
+    proc.wait()
+    status = json.loads((tmp_path / "killed" / "status.json").read_text())
+    assert status["state"] == "running"  # a killed run never claims success
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    assert not list((tmp_path / "killed").glob(".*.tmp"))  # no half-written file left visible
+    assert _run([*common, "--name", "killed", "--resume"]).wait(timeout=300) == 0
+
+    a = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
+    b = safetensors.torch.load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert ma["accuracy"] == mb["accuracy"] and ma["confusion_matrix"] == mb["confusion_matrix"]
+    assert ma["ece"] == pytest.approx(mb["ece"], abs=1e-6)
+
+
+def test_failed_run_says_so(tmp_path):
+    broken = tmp_path / "data"
+    shutil.copytree(FIGSHARE, broken)
+    (broken / "images" / "2384.jpg").write_bytes(b"not a jpeg at all")
+    code = train_cli(["--data", str(broken), "--epochs", "1", "--output", str(tmp_path), "--name", "bad", *TINY])
+    assert code == 2
+    status = json.loads((tmp_path / "bad" / "status.json").read_text())
+    assert status["state"] == "failed" and "2384.jpg" in status["error"]
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_mask_loss_and_distillation_ship_only_the_classifier(tmp_path, tiny_bundle):
+    code = train_cli(
+        ["--data", str(FIGSHARE), "--epochs", "1", "--val-fraction", "0", "--mask-loss", "0.5",
+         "--teacher", str(tiny_bundle), "--hint-loss", "0.1", "--output", str(tmp_path), "--name", "aux", *TINY]
+    )  # fmt: skip
+    assert code == 0
+    keys = safetensors.torch.load_file(tmp_path / "aux" / "model.safetensors").keys()
+    assert not [k for k in keys if "mask_head" in k or "hint" in k]
+    load_bundle(tmp_path / "aux")  # strict load: exactly the timm architecture
+
+
+def test_yaml_config_and_flag_override(tmp_path):
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text("data: [samples/figshare]\nepochs: 7\nlr: 0.01\nopt: sgd\n")
+    args = parse_args(["--config", str(cfg), "--lr", "0.003"])
+    assert args.epochs == 7 and args.opt == "sgd" and args.lr == 0.003 and args.data == ["samples/figshare"]
+    cfg.write_text("data: [x]\nnot_an_option: 1\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(cfg)])
+
+
+def test_hub_weights_offline_fail_fast(tmp_path):
+    start = time.time()
+    code = train_cli(["--data", str(FIGSHARE), "--pretrained", "resnet50.tv_in1k", "--output", str(tmp_path), *TINY])
+    assert code == 2 and time.time() - start < 30
+
+
+def test_schedules():
+    total, warm = 100, 10
+    for sched in ("cosine", "onecycle", "constant"):
+        values = [lr_factor(s, total, warm, sched, 0.01) for s in range(total)]
+        assert max(values) <= 1.0 + 1e-9 and min(values) > 0
+    cos = [lr_factor(s, total, warm, "cosine", 0.01) for s in range(total)]
+    assert cos[9] == pytest.approx(1.0) and cos[-1] < 0.02
+
+
+@pytest.mark.timeout(300)
+def test_accelerate_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train", "--data", str(FIGSHARE), "--epochs", "1",
+           "--output", str(tmp_path), "--name", "ddp", *TINY]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "ddp" / "status.json").read_text())["state"] == "complete"
+    m = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    with (tmp_path / "ddp" / "predictions.csv").open() as f:
+        assert m["n"] == len(list(csv.DictReader(f))) > 0  # gathered from both processes, no duplicates
+    load_bundle(tmp_path / "ddp")

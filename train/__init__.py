@@ -1,0 +1,1 @@
+"""Training, evaluation and Hub publishing for tumorlib models."""
