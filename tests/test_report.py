@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import itertools
 import json
 import math
@@ -499,3 +500,150 @@ def test_import_pulls_in_neither_app_framework():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- dashboard tables and figures
+
+
+def test_history_names_the_trainers_fold_tags_from_one():
+    # The trainer tags folds 0-based ("fold0"); the fold table numbers them from 1, so must the curves.
+    rows = [
+        {"epoch": epoch, "fold": f"fold{fold}", "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4}
+        for fold in (10, 2, 0, 1)
+        for epoch in (1, 2)
+    ]
+    names = [trace.name for trace in report.history_figure(pd.DataFrame(rows), "acc").data]
+    assert names[::2] == ["Fold 1 train", "Fold 2 train", "Fold 3 train", "Fold 11 train"]
+    odd = pd.DataFrame([{"epoch": 1, "fold": "single", "train_loss": 1.0}, {"epoch": 1, "fold": "x", "train_loss": 2}])
+    assert [trace.name for trace in report.history_figure(odd).data] == ["Run train", "Fold x train"]
+
+
+def test_no_tumour_labels_and_caveat(metrics):
+    assert report.no_tumour_labels(metrics) == []
+    four = make_metrics(labels=[*LABELS, "no_tumor"])
+    assert report.no_tumour_labels(four) == ["no_tumor"]
+    assert report.no_tumour_labels(["glioma", "No Tumour", "healthy"]) == ["No Tumour", "healthy"]
+    assert "scanners" in report.NO_TUMOUR_CAVEAT and "overstate" in report.NO_TUMOUR_CAVEAT
+    assert html.escape(report.NO_TUMOUR_CAVEAT) in report.html_report(four, "Four classes")
+    assert html.escape(report.NO_TUMOUR_CAVEAT) not in report.html_report(metrics, "Three classes")
+
+
+def test_checks_table_only_with_stored_checks(metrics):
+    assert report.checks_table(metrics) is None
+    data = copy.deepcopy(metrics)
+    data["cam"] = {"pointing_game": 0.8125, "energy_in_mask": 0.5, "n": 48}
+    table = report.checks_table(data)
+    assert list(table["Value"]) == ["81.2%", "50.0%"]
+    assert "n = 48" in table.loc[0, "Check"]
+
+
+def test_per_class_figure_bars_and_intervals(metrics):
+    fig = report.per_class_figure(metrics)
+    assert [trace.type for trace in fig.data] == ["bar"] * 3
+    assert list(fig.data[0].x) == ["Precision", "Recall", "Specificity", "F1"]
+    glioma = metrics["per_class"]["glioma"]
+    assert list(fig.data[0].y) == pytest.approx([glioma[k] for k in ("precision", "recall", "specificity", "f1")])
+    assert fig.data[0].error_y.array[1] == pytest.approx(glioma["recall_ci"][1] - glioma["recall"])
+    assert fig.data[0].error_y.arrayminus[1] == pytest.approx(glioma["recall"] - glioma["recall_ci"][0])
+    assert fig.data[0].marker.color == report.class_colour("glioma")
+    assert f"n = {glioma['support']}" in fig.data[0].name
+    assert report.format_interval(glioma["f1"], glioma["f1_ci"]) in fig.data[0].text[3]
+    assert tuple(fig.layout.yaxis.range) == (0, 1.05)
+    bare = {"labels": ["a", "b"], "per_class": {"a": {"precision": 0.5}}}
+    fig = report.per_class_figure(bare)
+    assert len(fig.data) == 1 and fig.data[0].error_y.array is None
+    assert len(report.per_class_figure({"labels": []}).data) == 0
+
+
+def test_comparison_figure_one_trace_per_run(metrics):
+    other = make_metrics(seed=5)
+    fig = report.comparison_figure({"a <b>": metrics, "b": other})
+    assert [trace.name for trace in fig.data] == ["a <b>", "b"]
+    assert fig.data[1].y[0] == pytest.approx(other["accuracy"])
+    assert fig.data[1].y[2] == pytest.approx(other["macro"]["f1"])
+    assert "a &lt;b&gt;" in fig.data[0].text[0]
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+    assert len(report.comparison_figure({}).data) == 0
+
+
+def test_worst_misclassifications_by_stored_confidence():
+    predictions = pd.DataFrame(
+        {
+            "id": ["0001", "0002", "0003", "0004"],
+            "patient": ["p1", "p1", "p2", "p3"],
+            "path": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+            "true_label": ["glioma", "glioma", "pituitary", "meningioma"],
+            "pred_label": ["meningioma", "glioma", "glioma", "pituitary"],
+            "prob_glioma": [0.2, 0.9, 0.95, 0.1],
+            "prob_meningioma": [0.7, 0.05, 0.02, 0.3],
+            "prob_pituitary": [0.1, 0.05, 0.03, 0.6],
+        }
+    )
+    table = report.worst_misclassifications(predictions, n=2)
+    assert list(table["id"]) == ["0003", "0001"]
+    assert list(table["Rank"]) == [1, 2]
+    assert list(table["Confidence"]) == ["95.0%", "70.0%"]
+    assert table.loc[0, "P(true class)"] == "3.0%" and table.loc[0, "path"] == "c.jpg"
+    raw = report.worst_misclassifications(predictions, n=10, formatted=False)
+    assert list(raw["Confidence"]) == pytest.approx([0.95, 0.7, 0.6])
+    right = predictions[predictions["true_label"] == predictions["pred_label"]]
+    assert report.worst_misclassifications(right).empty
+
+
+def test_explanations_index_and_captions(tmp_path):
+    path = tmp_path / "index.csv"
+    path.write_text(
+        "file,id,true_label,pred_label,target,pointing_hit,energy_in_mask\n"
+        "0001.png,0001,glioma,glioma,glioma,True,0.634\n"
+        "0002.png,0002,pituitary,meningioma,meningioma,0,\n"
+    )
+    index = report.load_explanations(path)
+    assert list(index["id"]) == ["0001", "0002"]
+    rows = index.to_dict("records")
+    assert report.explanation_caption(rows[0]) == "glioma ✓ · CAM of glioma · pointing hit · 63.4% energy in mask"
+    assert report.explanation_caption(rows[1]) == "pituitary → meningioma ✗ · CAM of meningioma · pointing miss"
+    assert report.explanation_caption({"file": "x.png"}) == "x.png"
+    (tmp_path / "bad.csv").write_text("id\n1\n")
+    with pytest.raises(report.ResultsError, match="file"):
+        report.load_explanations(tmp_path / "bad.csv")
+
+
+def test_ablation_table_formats_rates(tmp_path):
+    path = tmp_path / "ablations.csv"
+    path.write_text(
+        "run,recipe,epochs,input_size,init,wall_minutes,accuracy,macro_f1,notes\n"
+        "r50,paper,40,224,imagenet,123.456,0.9534,0.9411,\n"
+        "r50-scratch,no init,40,224,none,,0.81,0.8,from scratch\n"
+    )
+    table = report.ablation_table(report.load_ablations(path))
+    assert list(table.columns) == [
+        "Run",
+        "Recipe",
+        "Epochs",
+        "Input size",
+        "Initialisation",
+        "Wall time (min)",
+        "Accuracy",
+        "Macro F1",
+        "Notes",
+    ]
+    assert list(table["Accuracy"]) == ["95.3%", "81.0%"]
+    assert list(table["Wall time (min)"]) == ["123.5", "—"]
+    assert list(table["Epochs"]) == ["40", "40"] and table.loc[0, "Notes"] == "—"
+    (tmp_path / "bad.csv").write_text("name\nx\n")
+    with pytest.raises(report.ResultsError, match="run"):
+        report.load_ablations(tmp_path / "bad.csv")
+
+
+def test_recipe_table_from_trainer_and_bundle_configs():
+    trainer = {"model": "resnet50", "input_size": 224, "crop_brain": True, "classes": None, "lr": 0.001, "seed": 0}
+    bundle = {"architecture": "x", "tumorlib": {"training": {**trainer, "crop_brain": False, "input_size": 384}}}
+    assert report.recipe_of(bundle)["input_size"] == 384
+    assert report.recipe_of(None) == {}
+    table = report.recipe_table({"a": trainer, "b": bundle, "c": None})
+    assert list(table.columns) == ["Setting", "a", "b", "c"]
+    row = table.set_index("Setting").loc["Crop to brain"]
+    assert list(row) == ["yes", "no", "—"]
+    assert table.set_index("Setting").loc["Learning rate", "a"] == "0.001"
+    diff = report.recipe_table({"a": trainer, "b": bundle}, only_differences=True)
+    assert list(diff["Setting"]) == ["Input size (px)", "Crop to brain"]

@@ -17,10 +17,10 @@ import safetensors.torch
 import torch
 import yaml
 
-from tumorlib import Classifier, load_bundle
 from train import evaluate as evaluate_cli
 from train.train import cli as train_cli
 from train.train import lr_factor, parse_args
+from tumorlib import Classifier, load_bundle
 
 from .conftest import FIGSHARE, FOLDERS, ROOT
 
@@ -48,7 +48,7 @@ def test_cv_run_writes_every_output(cv_run):
     assert metrics["n"] == 32 and metrics["labels"] == ["glioma", "meningioma", "pituitary", "no_tumor"]
     assert len(metrics["folds"]) == 2 and sum(f["n"] for f in metrics["folds"]) == 32
     assert set(metrics["cv_summary"]["accuracy"]) == {"mean", "std"}
-    assert 0 < metrics["temperature"] and "ece_uncalibrated" in metrics
+    assert metrics["temperature"] > 0 and "ece_uncalibrated" in metrics
     with (cv_run / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and len({r["id"] for r in rows}) == 32
@@ -105,7 +105,8 @@ def _run(args: list[str], **kw) -> subprocess.Popen:
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     common = ["--data", str(FIGSHARE), "--epochs", "3", "--val-fraction", "0.3", "--output", str(tmp_path),
-              "--model", "test_resnet", "--input-size", "96", "--batch-size", "2", "--no-progress", "--threads", "1"]  # fmt: skip
+              "--model", "test_resnet", "--input-size", "96", "--batch-size", "2", "--no-progress",
+              "--threads", "1"]  # fmt: skip
     assert _run([*common, "--name", "straight"]).wait(timeout=300) == 0
 
     proc = _run([*common, "--name", "killed"], stderr=subprocess.DEVNULL)

@@ -14,16 +14,21 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tumorlib import explain, gate
 from tumorlib import metrics as M
+from tumorlib.bundle import load_extra
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
 from tumorlib.errors import DatasetError, TumorlibError
-from tumorlib.fileio import save_json
+from tumorlib.fileio import atomic_write_text, save_json
+from tumorlib.gate import has_gate
 from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier
+from tumorlib.splits import train_val_split
 from tumorlib.torchdata import SliceDataset
 
 from .train import write_predictions
@@ -34,12 +39,24 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=f"bundle folder or Hub repo id (default: {DEFAULT_MODEL_DIR})")
     p.add_argument("--data", action="append", required=True, help="dataset folder; repeatable")
     p.add_argument("--classes", nargs="+", help="keep only these classes of the data")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="evaluate only the patient-grouped validation share the trainer held out (same --seed)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the trainer's seed, with --val-fraction")
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--predictions", help="CSV of per-image predictions to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM check against tumour masks")
+    p.add_argument("--cam-max", type=int, default=0, help="check at most this many masked images (0: all)")
+    p.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++"])
+    p.add_argument("--explanations", help="folder to export overlay PNGs and index.csv for the dashboard")
+    p.add_argument("--n-explanations", type=int, default=24)
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -60,12 +77,68 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
     return {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy()}
 
 
+def gate_report(clf: Classifier, records, batch_size: int = 32) -> dict:
+    """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate)."""
+    settings = clf.bundle.section["gate"]
+    stats = load_extra(clf.bundle, gate.GATE_NAME)
+    ds = SliceDataset(records, clf.labels, clf.transform, cache=False)
+    refused = 0
+    for batch in DataLoader(ds, batch_size=batch_size):
+        dist, share = gate.statistics(stats, gate.pooled_features(clf.bundle.model, batch["image"]))
+        refused += sum(
+            not gate.decide(settings, float(d), float(r), 0.0).is_mri for d, r in zip(dist, share, strict=True)
+        )
+    # Colour is not checked here: the dataset is read in greyscale; uploads get that check too.
+    return {"refused_fraction": refused / max(len(ds), 1), "n": len(ds), "checks": "feature distance and residual"}
+
+
+def cam_report(
+    clf: Classifier, records, indices, preds, method: str, export: str | None, n_export: int, progress: bool
+) -> dict:
+    """Grad-CAM of the true class on every masked image: pointing game and energy inside the mask."""
+    hits, energy, rows = [], [], []
+    export_dir = Path(export) if export else None
+    chosen = set(indices[:: max(1, len(indices) // max(n_export, 1))][:n_export]) if export_dir else set()
+    start = time.perf_counter()
+    for i in tqdm(indices, desc="grad-cam", disable=not progress, dynamic_ncols=True):
+        rec = records[i]
+        mask = rec.load_mask()
+        if mask is None:
+            continue
+        exp = explain.gradcam(clf, rec.load_image(), target=rec.label, method=method)
+        score = explain.mask_scores(exp.heatmap, mask)
+        hits.append(score["pointing_hit"])
+        energy.append(score["energy_in_mask"])
+        if i in chosen:
+            name = f"{len(rows):03d}.png"
+            export_dir.mkdir(parents=True, exist_ok=True)
+            explain.overlay_with_mask(exp, mask).save(export_dir / name)
+            rows.append([name, rec.id, rec.label, clf.labels[int(preds[i])], exp.target, score["pointing_hit"],
+                         f"{score['energy_in_mask']:.4f}"])  # fmt: skip
+    if export_dir and rows:
+        lines = ["file,id,true_label,pred_label,target,pointing_hit,energy_in_mask"]
+        lines += [",".join(str(c) for c in r) for r in rows]
+        atomic_write_text(export_dir / "index.csv", "\n".join(lines) + "\n")
+    n = len(hits)
+    return {
+        "pointing_game": float(np.mean(hits)) if n else None,
+        "energy_in_mask": float(np.mean(energy)) if n else None,
+        "n": n,
+        "method": method,
+        "target": "true class",
+        "ms_per_image": (time.perf_counter() - start) * 1000 / max(n, 1),
+    }
+
+
 def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     clf = Classifier.from_pretrained(args.model, precision=args.precision)
     records = read_datasets(args.data, args.classes)
+    if args.val_fraction:
+        held = train_val_split(records, args.val_fraction, args.seed)
+        records = [r for r, h in zip(records, held, strict=True) if h]
     out = evaluate_model(clf, records, args.batch_size, progress=not args.no_progress)
     probs = softmax(out["logits"], clf.temperature)
     metrics = M.compute_metrics(
@@ -76,17 +149,30 @@ def main(args: argparse.Namespace) -> dict:
         probs_uncalibrated=softmax(out["logits"]),
         n_bootstrap=args.bootstrap,
     )
+    preds = out["logits"].argmax(1)
+    if has_gate(clf):
+        metrics["gate"] = gate_report(clf, records, args.batch_size)
+    masked = [i for i, r in enumerate(records) if r.mask_path is not None or r.kind == "mat"]
+    if masked and not args.no_cam:
+        if args.cam_max:
+            masked = masked[:: max(1, len(masked) // args.cam_max)][: args.cam_max]
+        metrics["cam"] = cam_report(
+            clf, records, masked, preds, args.cam_method, args.explanations, args.n_explanations, not args.no_progress
+        )
     metrics["model"] = str(args.model or DEFAULT_MODEL_DIR)
     metrics["data"] = [str(d) for d in args.data]
+    if args.val_fraction:
+        metrics["split"] = f"held-out patients: validation fraction {args.val_fraction}, seed {args.seed}"
     metrics["temperature"] = clf.temperature
     metrics["precision"] = clf.precision
     metrics["seconds"] = time.perf_counter() - start
     save_json(metrics, args.out)
     if args.predictions:
         write_predictions(Path(args.predictions), records, clf.labels, out["logits"], probs, out["labels"])
+    lo, hi = metrics["accuracy_ci"]
+    interval = f" (95% CI {lo:.4f}-{hi:.4f})" if lo is not None else ""
     print(
-        f"{metrics['n']} images: accuracy {metrics['accuracy']:.4f} "
-        f"(95% CI {metrics['accuracy_ci'][0]:.4f}-{metrics['accuracy_ci'][1]:.4f}), "
+        f"{metrics['n']} images: accuracy {metrics['accuracy']:.4f}{interval}, "
         f"macro F1 {metrics['macro']['f1']:.4f}, ECE {metrics['ece']:.4f} -> {args.out}",
         file=sys.stderr,
     )

@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from tumorlib.torchdata import EpochSampler, SliceDataset, balanced_weights
 from tumorlib.transforms import AugmentConfig, DataConfig, create_transform
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .gate import fit_bundle_gate
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -426,13 +428,16 @@ def hint_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, accelerator, progress: bool = False) -> dict:
-    """Logits, labels and dataset indices of every item, gathered from all processes, and the mean loss."""
+def evaluate(model: nn.Module, loader: DataLoader, accelerator, progress: bool = False, fp32: bool = False) -> dict:
+    """Logits, labels and dataset indices of every item, gathered from all processes, and the mean loss.
+
+    ``fp32`` skips autocast: the final scores must be those of the served model, and a served model
+    only uses bf16 where it gives fp32's answers (see :func:`tumorlib.inference.check_bf16`)."""
     model.eval()
     logits, labels, index = [], [], []
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):
         x = batch["image"].contiguous(memory_format=torch.channels_last)
-        with accelerator.autocast():
+        with nullcontext() if fp32 else accelerator.autocast():
             out = model(x)
         out = out["logits"] if isinstance(out, dict) else out
         g = accelerator.gather_for_metrics((out.float(), batch["label"], batch["index"]))
@@ -587,7 +592,7 @@ def fit(
         accelerator.wait_for_everyone()
     result = {"history": history, "model": raw.model}
     if len(eval_ds):
-        ev = evaluate(model, eval_loader, accelerator)
+        ev = evaluate(model, eval_loader, accelerator, fp32=True)
         result.update(logits=ev["logits"], labels=ev["labels"], index=ev["index"])
     return result
 
@@ -761,6 +766,7 @@ def run_single(records, labels, args, run_dir: Path, accelerator, recipe) -> str
         save_json(metrics, run_dir / "metrics.json")
     extra = {"training": recipe, "split": f"patient-grouped validation fraction {args.val_fraction}"}
     export_bundle(out["model"], run_dir, labels, args, records, temperature, extra)
+    fit_bundle_gate(run_dir, train_r, val_r)
     write_model_card(run_dir, metrics, extra)
     return "complete"
 
@@ -796,6 +802,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     if args.final:
         out = fit(records, [], labels, args, run_dir / "final", accelerator, "final")
         export_bundle(out["model"], run_dir, labels, args, records, temperature, extra)
+        fit_bundle_gate(run_dir, records, None)
         write_model_card(run_dir, metrics, extra)
     return "complete"
 

@@ -9,23 +9,67 @@ inference (:mod:`tumorlib.inference`), metrics (:mod:`tumorlib.metrics`) and rep
 Research software: not a medical device, not for diagnosis.
 """
 
-from .bundle import Bundle, create_model, load_bundle, save_bundle
-from .data import CLASS_NAMES, Record, Sample, read_dataset, read_datasets
-from .decode import decode_image
-from .errors import (
-    BundleError,
-    CorruptImageError,
-    DatasetError,
-    EmptyImageError,
-    ImageError,
-    ImageTooLargeError,
-    ImageTooSmallError,
-    MultiFrameError,
-    TumorlibError,
-    UnsupportedFormatError,
-)
-from .inference import DEFAULT_MODEL_DIR, Classifier
-from .transforms import AugmentConfig, DataConfig, create_transform, resolve_data_config
+import importlib
+from typing import TYPE_CHECKING
+
+# Names resolve on first use (PEP 562), so `import tumorlib.report` or `tumorlib.metrics` does not
+# pull in torch and timm: the dashboard starts in a fraction of the time.
+_EXPORTS = {
+    "Bundle": "bundle",
+    "create_model": "bundle",
+    "load_bundle": "bundle",
+    "save_bundle": "bundle",
+    "CLASS_NAMES": "data",
+    "Record": "data",
+    "Sample": "data",
+    "read_dataset": "data",
+    "read_datasets": "data",
+    "decode_image": "decode",
+    "BundleError": "errors",
+    "CorruptImageError": "errors",
+    "DatasetError": "errors",
+    "EmptyImageError": "errors",
+    "ImageError": "errors",
+    "ImageTooLargeError": "errors",
+    "ImageTooSmallError": "errors",
+    "MultiFrameError": "errors",
+    "TumorlibError": "errors",
+    "UnsupportedFormatError": "errors",
+    "DEFAULT_MODEL_DIR": "inference",
+    "Classifier": "inference",
+    "AugmentConfig": "transforms",
+    "DataConfig": "transforms",
+    "create_transform": "transforms",
+    "resolve_data_config": "transforms",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tumorlib' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from .bundle import Bundle, create_model, load_bundle, save_bundle
+    from .data import CLASS_NAMES, Record, Sample, read_dataset, read_datasets
+    from .decode import decode_image
+    from .errors import (
+        BundleError,
+        CorruptImageError,
+        DatasetError,
+        EmptyImageError,
+        ImageError,
+        ImageTooLargeError,
+        ImageTooSmallError,
+        MultiFrameError,
+        TumorlibError,
+        UnsupportedFormatError,
+    )
+    from .inference import DEFAULT_MODEL_DIR, Classifier
+    from .transforms import AugmentConfig, DataConfig, create_transform, resolve_data_config
 
 __version__ = "0.1.0"
 

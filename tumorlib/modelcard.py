@@ -93,6 +93,7 @@ def model_card(
         _usage_section(repo_id),
         _results_section(metrics, labels, split),
         _calibration_section(config, metrics),
+        _trust_section(metrics),
         _intended_use_section(),
         _limitations_section(labels),
         *(_extra_section(key, value) for key, value in extra.items()),
@@ -395,6 +396,9 @@ def _calibration_section(config: Mapping, metrics: Mapping | None) -> str:
     method = _get(metrics, ("calibration", "method"))
     if isinstance(method, str) and method:
         lines.append(f"Calibration method: {method}.")
+    note = _get(metrics, ("calibration", "note"))
+    if isinstance(note, str) and note:
+        lines.append(note)
     ece, before = _number((metrics or {}).get("ece")), _number((metrics or {}).get("ece_uncalibrated"))
     if ece is not None:
         bins = len((metrics or {}).get("reliability") or [])
@@ -403,6 +407,32 @@ def _calibration_section(config: Mapping, metrics: Mapping | None) -> str:
         text += f"; before temperature scaling: {_pct(before)}." if before is not None else "."
         lines.append(text)
     return "\n\n".join(lines)
+
+
+def _trust_section(metrics: Mapping | None) -> str:
+    """Grad-CAM checked against tumour masks, and the not-an-MRI gate, where they were measured."""
+    cam, gate = (metrics or {}).get("cam") or {}, (metrics or {}).get("gate") or {}
+    lines = []
+    pointing, energy, n = _number(cam.get("pointing_game")), _number(cam.get("energy_in_mask")), _integer(cam.get("n"))
+    if pointing is not None and n:
+        lines.append(
+            f"- **Grad-CAM against tumour masks** ({n} tumour slices, heatmap of the true class): the heatmap's "
+            f"peak falls inside the tumour (dilated 15 px at 512 px) on {_pct(pointing)} of slices (pointing game); "
+            f"{_pct(energy)} of the heatmap's energy lies inside the tumour mask."
+        )
+    refused, n_gate = _number(gate.get("refused_fraction")), _integer(gate.get("n"))
+    if refused is not None and n_gate:
+        lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices.")
+    test = gate.get("non_mri_test") or {}
+    t_refused, t_n = _number(test.get("refused_fraction")), _integer(test.get("n"))
+    if t_refused is not None and t_n:
+        lines.append(
+            f"- **Not-an-MRI gate, other images**: refuses {_pct(t_refused)} of {t_n} non-MRI images "
+            "(photographs and drawings from scikit-image, rendered text, noise, blank and gradient images)."
+        )
+    if not lines:
+        return ""
+    return "## Explanations and input checks\n\n" + "\n".join(lines)
 
 
 def _intended_use_section() -> str:

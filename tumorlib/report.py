@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,27 +27,40 @@ from plotly.subplots import make_subplots
 from .errors import TumorlibError
 
 __all__ = [
+    "EXPLANATION_COLUMNS",
+    "NO_TUMOUR_CAVEAT",
     "PAPER",
     "PAPER_CAVEAT",
     "ResultsError",
     "ResultsFileError",
+    "ablation_table",
+    "checks_table",
     "class_colour",
+    "comparison_figure",
     "comparison_table",
     "confusion_matrix_figure",
+    "explanation_caption",
     "fold_table",
     "format_interval",
     "format_pct",
     "headline",
     "history_figure",
     "html_report",
+    "load_ablations",
+    "load_explanations",
     "load_history",
     "load_metrics",
     "load_predictions",
+    "no_tumour_labels",
     "paper_table1",
     "paper_table2",
+    "per_class_figure",
     "per_class_table",
+    "recipe_of",
+    "recipe_table",
     "reliability_figure",
     "roc_figure",
+    "worst_misclassifications",
 ]
 
 #: The reference paper. Only the overall accuracy has been checked against the paper; every other
@@ -671,19 +685,32 @@ _HISTORY_METRICS = {
 }
 
 
+_FOLD_TAG = re.compile(r"fold[ _-]?(\d+)", re.IGNORECASE)
+
+
+def _fold_name(fold: Any) -> tuple[tuple[int, float, str], str]:
+    """Sort key and display name of one ``fold`` value of a history file."""
+    num = _num(fold)
+    if num is not None:
+        # Pandas reads a fold column with gaps as float: show "Fold 1", not "Fold 1.0".
+        return (0, num, ""), f"Fold {int(num)}" if num.is_integer() else f"Fold {num:g}"
+    if fold is None or (isinstance(fold, float) and math.isnan(fold)) or str(fold) in ("", "single"):
+        return (1, 0.0, ""), "Run"
+    tag = _FOLD_TAG.fullmatch(str(fold).strip())
+    if tag:
+        # The trainer tags folds 0-based ("fold0"); tables number them from 1, so "fold0" is "Fold 1".
+        return (0, float(tag.group(1)) + 1, ""), f"Fold {int(tag.group(1)) + 1}"
+    return (2, 0.0, str(fold)), "Final model" if str(fold) == "final" else f"Fold {fold}"
+
+
 def _fold_groups(history: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if "fold" not in history.columns or history["fold"].isna().all():
         return [("Run", history)]
     groups = []
-    for fold, frame in history.groupby("fold", sort=True, dropna=False):
-        num = _num(fold)
-        if num is not None:
-            # Pandas reads a fold column with gaps as float: show "Fold 1", not "Fold 1.0".
-            name = f"Fold {int(num)}" if num.is_integer() else f"Fold {num:g}"
-        else:
-            name = "Run" if pd.isna(fold) else f"Fold {fold}"
-        groups.append((name, frame))
-    return groups
+    for fold, frame in history.groupby("fold", sort=False, dropna=False):
+        key, name = _fold_name(fold)
+        groups.append((key, name, frame))
+    return [(name, frame) for _, name, frame in sorted(groups, key=lambda group: group[0])]
 
 
 def history_figure(history: pd.DataFrame, metric: str = "loss") -> go.Figure:
@@ -723,6 +750,303 @@ def history_figure(history: pd.DataFrame, metric: str = "loss") -> go.Figure:
     elif metric == "lr":
         fig.update_yaxes(type="log", exponentformat="power")
     return fig
+
+
+# --------------------------------------------------------------------------- dashboard tables and figures
+
+# Label spellings that mean "no tumour" in the datasets we read.
+_NO_TUMOUR = frozenset({"no_tumor", "no_tumour", "notumor", "notumour", "no", "healthy", "normal"})
+
+NO_TUMOUR_CAVEAT = (
+    "The no-tumour slices come from other collections (Br35H, SARTAJ) than the tumour slices (Cheng et al., "
+    "figshare): other scanners, sequences, resolutions and post-processing. A model can tell that class apart "
+    "by the source of the image alone, so its no-tumour figures (and the overall figures they feed) overstate "
+    "how well it would separate tumour from no tumour on scans from one scanner."
+)
+
+
+def no_tumour_labels(metrics_or_labels: Mapping | Sequence[str]) -> list[str]:
+    """The labels of a run (or a label list) that mean "no tumour", which need :data:`NO_TUMOUR_CAVEAT`."""
+    labels = _labels(metrics_or_labels) if isinstance(metrics_or_labels, Mapping) else list(metrics_or_labels)
+    return [str(label) for label in labels if str(label).lower().replace(" ", "_").replace("-", "_") in _NO_TUMOUR]
+
+
+def checks_table(metrics: Mapping) -> pd.DataFrame | None:
+    """Grad-CAM localisation (pointing game, energy in mask) and input-gate results; None when not stored."""
+    return _other_checks(metrics)
+
+
+def _interval_bars(values: Sequence[float | None], cis: Sequence[Any]) -> dict | None:
+    """Asymmetric error bars from stored CIs; None when no value has one."""
+    plus, minus, any_ci = [], [], False
+    for value, ci in zip(values, cis, strict=True):
+        bounds = _interval(ci)
+        if value is None or bounds is None:
+            plus.append(0.0)
+            minus.append(0.0)
+            continue
+        any_ci = True
+        plus.append(max(0.0, bounds[1] - value))
+        minus.append(max(0.0, value - bounds[0]))
+    if not any_ci:
+        return None
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "thickness": 1.5, "width": 4}
+
+
+def per_class_figure(metrics: Mapping, keys: Sequence[str] = _PER_CLASS_METRICS) -> go.Figure:
+    """Per-class precision, recall, specificity and F1 as grouped bars, with the stored CIs as error bars."""
+    labels = [label for label in _labels(metrics) if _per_class(metrics, label)]
+    title = "Per-class metrics"
+    if not labels:
+        return _empty_figure(title, "No per-class metrics in this results file")
+    names = [_METRIC_NAMES.get(key, key) for key in keys]
+    fig = go.Figure()
+    for label in labels:
+        stats = _per_class(metrics, label)
+        values = [_num(stats.get(key)) for key in keys]
+        cis = [stats.get(f"{key}_ci") for key in keys]
+        hover = [
+            f"<b>{label}</b><br>{name} {format_interval(value, ci)}"
+            for name, value, ci in zip(names, values, cis, strict=True)
+        ]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=f"{label} (n = {_count(stats.get('support'))})",
+                marker={"color": class_colour(label, labels)},
+                error_y=_interval_bars(values, cis),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    _style(fig, title, "", f"Value (bars: {_ci_level(metrics)}% CI)")
+    # Bars start at zero: a cut axis would make small differences look large.
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+_COMPARISON_FIGURE = (
+    ("Accuracy", None, "accuracy"),
+    ("Balanced accuracy", None, "balanced_accuracy"),
+    ("Macro F1", "macro", "f1"),
+    ("Macro recall", "macro", "recall"),
+    ("Macro specificity", "macro", "specificity"),
+)
+
+
+def comparison_figure(runs: Mapping[str, Mapping]) -> go.Figure:
+    """Headline metrics of several runs as grouped bars (one colour per run), with CIs as error bars."""
+    title = "Run comparison"
+    if not runs:
+        return _empty_figure(title, "No runs selected")
+    names = [row[0] for row in _COMPARISON_FIGURE]
+    fig = go.Figure()
+    for index, (run, metrics) in enumerate(runs.items()):
+        values, cis = [], []
+        for _, group, key in _COMPARISON_FIGURE:
+            source = (metrics.get(group) or {}) if group else metrics
+            values.append(_num(source.get(key)))
+            cis.append(source.get(f"{key}_ci"))
+        hover = [
+            f"<b>{html.escape(run)}</b><br>{n} {format_interval(v, c)}"
+            for n, v, c in zip(names, values, cis, strict=True)
+        ]
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=run,
+                marker={"color": _FOLD_COLOURS[index % len(_FOLD_COLOURS)]},
+                error_y=_interval_bars(values, cis),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    _style(fig, title, "", "Value (bars: CI where stored)")
+    # Bars start at zero: a cut axis would make small differences look large.
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+def worst_misclassifications(predictions: pd.DataFrame, n: int = 10, formatted: bool = True) -> pd.DataFrame:
+    """The ``n`` wrong predictions the model was most confident about, from ``predictions.csv``.
+
+    Confidence is the stored probability of the predicted class (``prob_<pred_label>``); nothing is
+    recomputed. ``formatted=False`` keeps the probabilities as fractions.
+    """
+    columns = ["Rank", "id", "patient", "True class", "Predicted", "Confidence", "P(true class)", "path"]
+    wrong = predictions[predictions["true_label"].astype(str) != predictions["pred_label"].astype(str)]
+
+    def prob(row: pd.Series, label: Any) -> float | None:
+        return _num(row.get(f"prob_{label}"))
+
+    records = []
+    for _, row in wrong.iterrows():
+        records.append(
+            {
+                "id": str(row["id"]),
+                "patient": "" if pd.isna(row.get("patient")) else str(row.get("patient")),
+                "True class": str(row["true_label"]),
+                "Predicted": str(row["pred_label"]),
+                "Confidence": prob(row, row["pred_label"]),
+                "P(true class)": prob(row, row["true_label"]),
+                "path": "" if pd.isna(row.get("path")) else str(row.get("path")),
+            }
+        )
+    frame = pd.DataFrame.from_records(records, columns=columns[1:])
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["Confidence"] = frame["Confidence"].astype(float)
+    frame["P(true class)"] = frame["P(true class)"].astype(float)
+    frame = frame.sort_values(["Confidence", "id"], ascending=[False, True], na_position="last", kind="stable")
+    frame = frame.head(max(0, int(n))).reset_index(drop=True)
+    frame.insert(0, "Rank", range(1, len(frame) + 1))
+    if formatted:
+        for column in ("Confidence", "P(true class)"):
+            frame[column] = [format_pct(value) for value in frame[column]]
+    return frame
+
+
+EXPLANATION_COLUMNS = ("file", "id", "true_label", "pred_label", "target", "pointing_hit", "energy_in_mask")
+
+
+def load_explanations(path: str | Path) -> pd.DataFrame:
+    """Read ``explanations/index.csv`` (one row per exported Grad-CAM overlay; ``file`` is relative to it)."""
+    text = {column: str for column in ("file", "id", "true_label", "pred_label", "target")}
+    return _read_csv(path, "Explanations index", ["file"], dtype=text)
+
+
+def _truthy(value: Any) -> bool | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "yes", "1", "hit"):
+            return True
+        if lowered in ("false", "no", "0", "miss"):
+            return False
+        return None
+    num = _num(value)
+    return None if num is None else bool(num)
+
+
+def explanation_caption(row: Mapping) -> str:
+    """``"glioma → meningioma · CAM of meningioma · pointing hit · 63.0% energy in mask"``."""
+    true, pred = row.get("true_label"), row.get("pred_label")
+    parts = []
+    if isinstance(true, str) and isinstance(pred, str):
+        parts.append(f"{true} ✓" if true == pred else f"{true} → {pred} ✗")
+    target = row.get("target")
+    if isinstance(target, str) and target:
+        parts.append(f"CAM of {target}")
+    hit = _truthy(row.get("pointing_hit"))
+    if hit is not None:
+        parts.append("pointing hit" if hit else "pointing miss")
+    energy = _num(row.get("energy_in_mask"))
+    if energy is not None:
+        parts.append(f"{format_pct(energy)} energy in mask")
+    return " · ".join(parts) or str(row.get("file", ""))
+
+
+_ABLATION_COLUMNS = {
+    "run": "Run",
+    "recipe": "Recipe",
+    "epochs": "Epochs",
+    "input_size": "Input size",
+    "init": "Initialisation",
+    "wall_minutes": "Wall time (min)",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "notes": "Notes",
+}
+
+
+def load_ablations(path: str | Path) -> pd.DataFrame:
+    """Read ``ablations.csv`` (run, recipe, epochs, input_size, init, wall_minutes, accuracy, macro_f1, notes)."""
+    return _read_csv(path, "Ablation table", ["run"], dtype={"run": str, "recipe": str, "init": str, "notes": str})
+
+
+def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ablation table for display: rates as percentages, readable headers, unknown columns kept."""
+    out = frame.copy()
+    for column in ("accuracy", "macro_f1"):
+        if column in out.columns:
+            out[column] = [format_pct(value) for value in out[column]]
+    if "wall_minutes" in out.columns:
+        out["wall_minutes"] = [MISSING if _num(v) is None else f"{_num(v):,.1f}" for v in out["wall_minutes"]]
+    for column in ("epochs", "input_size"):
+        if column in out.columns:
+            out[column] = [MISSING if _num(v) is None else f"{_num(v):g}" for v in out[column]]
+    out = out.astype(object).where(out.notna(), MISSING)
+    return out.rename(columns=_ABLATION_COLUMNS)
+
+
+_RECIPE_FIELDS = (
+    ("model", "Architecture"),
+    ("pretrained", "Initialisation"),
+    ("input_size", "Input size (px)"),
+    ("classes", "Classes"),
+    ("data", "Data"),
+    ("folds", "Cross-validation folds"),
+    ("epochs", "Epochs"),
+    ("batch_size", "Batch size"),
+    ("opt", "Optimiser"),
+    ("lr", "Learning rate"),
+    ("backbone_lr_scale", "Backbone lr scale"),
+    ("sched", "Schedule"),
+    ("label_smoothing", "Label smoothing"),
+    ("balance", "Class balancing"),
+    ("crop_brain", "Crop to brain"),
+    ("sharpen", "Sharpen"),
+    ("equalize", "Equalisation"),
+    ("binarize", "Binarisation"),
+    ("morphology", "Morphology"),
+    ("no_augment", "No augmentation"),
+    ("mixup", "Mixup alpha"),
+    ("cutmix", "CutMix alpha"),
+    ("mask_loss", "Mask loss weight"),
+    ("teacher", "Distilled from"),
+    ("seed", "Seed"),
+)
+
+
+def recipe_of(config: Mapping | None) -> dict:
+    """The training options of a run: ``config.yaml`` as the trainer wrote it, or a bundle's ``config.json``."""
+    if not isinstance(config, Mapping):
+        return {}
+    bundled = (config.get("tumorlib") or {}).get("training") if isinstance(config.get("tumorlib"), Mapping) else None
+    return dict(bundled) if isinstance(bundled, Mapping) else dict(config)
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_setting(item) for item in value) if value else MISSING
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def recipe_table(configs: Mapping[str, Mapping | None], only_differences: bool = False) -> pd.DataFrame:
+    """Training settings of several runs side by side: one row per setting, one column per run."""
+    recipes = {run: recipe_of(config) for run, config in configs.items()}
+    records = []
+    for key, name in _RECIPE_FIELDS:
+        if not any(key in recipe for recipe in recipes.values()):
+            continue
+        record = {"Setting": name}
+        for run, recipe in recipes.items():
+            record[run] = _setting(recipe.get(key)) if key in recipe else MISSING
+        records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=["Setting", *recipes])
+    if only_differences and len(recipes) > 1 and not frame.empty:
+        differs = frame[list(recipes)].nunique(axis=1) > 1
+        frame = frame[differs].reset_index(drop=True)
+    return frame
 
 
 # --------------------------------------------------------------------------- HTML report
@@ -805,6 +1129,8 @@ def html_report(metrics: Mapping, title: str, history: pd.DataFrame | None = Non
 
     sections.append("<h2>Per-class results</h2>")
     sections.append(_table_html(per_class_table(metrics)))
+    if no_tumour_labels(metrics):
+        sections.append(f'<p class="caption">{html.escape(NO_TUMOUR_CAVEAT)}</p>')
     folds = fold_table(metrics)
     if folds is not None:
         sections.append("<h2>Cross-validation folds</h2>")

@@ -121,6 +121,21 @@ class MRITransform:
             mask = None if mask is None else mask[top:bottom, left:right]
         return _pad_square(image), None if mask is None else _pad_square(mask)
 
+    def to_image_frame(self, values: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """Map a 2-D map over the model's input (e.g. a Grad-CAM heatmap) back onto the decoded ``image``:
+        undo the resize, the square padding and the brain crop. Outside the crop it is 0."""
+        h, w = image.shape[:2]
+        top, bottom, left, right = (
+            brain_bbox(image, self.data.preprocess.crop_margin) if self.data.preprocess.crop_brain else (0, h, 0, w)
+        )
+        ch, cw = bottom - top, right - left
+        side = max(ch, cw)
+        square = cv2.resize(values.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+        pad_top, pad_left = (side - ch) // 2, (side - cw) // 2
+        out = np.zeros((h, w), dtype=np.float32)
+        out[top:bottom, left:right] = square[pad_top : pad_top + ch, pad_left : pad_left + cw]
+        return out
+
     def finish(
         self, image: np.ndarray, mask: np.ndarray | None = None, rng: np.random.Generator | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,637 @@
+"""The Gradio app (app.py) and the safe batch reader behind it (tumorlib/batch.py).
+
+Everything runs against the tiny test bundle from conftest; the trust layer is exercised through small
+stand-ins with the documented interface (``gradcam`` -> Explanation, ``check`` -> GateResult), so the
+wiring is tested whether or not tumorlib.explain / tumorlib.gate are installed yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import app
+from tumorlib import decode_image
+from tumorlib.batch import (
+    BatchLimits,
+    TooManyFilesError,
+    UnsafeArchiveError,
+    ZipBombError,
+    check_zip,
+    iter_batch,
+    plan_batch,
+)
+from tumorlib.errors import ImageError, TumorlibError
+from tumorlib.modelcard import model_card
+
+from .conftest import FIGSHARE, LABELS3
+
+GLIOMA = FIGSHARE / "images" / "2384.jpg"
+
+
+# --------------------------------------------------------------------------- helpers and stand-ins
+
+
+class FakeExplanation:
+    """The documented Explanation interface: heatmap, target, overlay(opacity) -> RGB PIL image."""
+
+    def __init__(self, image: np.ndarray, target: str) -> None:
+        self.heatmap = np.linspace(0, 1, image.shape[0] * image.shape[1], dtype=np.float32).reshape(image.shape[:2])
+        self.target = target
+        self.base = image
+
+    def overlay(self, opacity: float = 0.5) -> Image.Image:
+        grey = self.base if self.base.ndim == 2 else self.base.mean(axis=2)
+        rgb = np.stack([grey] * 3, axis=2)
+        rgb[..., 0] = (1 - opacity) * rgb[..., 0] + opacity * self.heatmap
+        return Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
+
+
+class FakeExplain:
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+
+    def gradcam(self, classifier, image, target=None):
+        assert isinstance(image, np.ndarray) and image.dtype == np.float32
+        name = target if target is not None else classifier.labels[0]
+        self.calls.append(name)
+        return FakeExplanation(image, name)
+
+
+class FakeGate:
+    """Refuses bright images (mean above 0.5): real slices are mostly black background."""
+
+    threshold = 0.5
+
+    def check(self, classifier, image):
+        score = float(np.mean(image))
+        ok = score <= self.threshold
+        reason = "" if ok else "it is mostly bright, unlike an MRI slice with its black background."
+        return SimpleNamespace(is_mri=ok, score=score, threshold=self.threshold, reason=reason)
+
+
+def _bright_image(path: Path) -> Path:
+    """A bright photo-like image the stand-in gate refuses."""
+    pixels = np.full((120, 160, 3), 255, dtype=np.uint8)
+    pixels[:, :8] = (0, 40, 90)  # a dark band: the decoder rescales each image to its own range
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _error_text(excinfo: pytest.ExceptionInfo) -> str:
+    return str(getattr(excinfo.value, "message", excinfo.value))
+
+
+def _expected(path: Path) -> str:
+    """The message tumorlib itself gives for this file."""
+    with pytest.raises(ImageError) as excinfo:
+        decode_image(path)
+    return str(excinfo.value)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_bundle) -> app.DemoService:
+    return app.DemoService(app.specs_from([tiny_bundle]), explain=None, gate=None)
+
+
+@pytest.fixture(scope="module")
+def trusted(tiny_bundle) -> app.DemoService:
+    return app.DemoService(app.specs_from([tiny_bundle]), explain=FakeExplain(), gate=FakeGate())
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    files = {}
+    files["empty"] = root / "empty.jpg"
+    files["empty"].write_bytes(b"")
+    files["text"] = root / "notes.jpg"
+    files["text"].write_text("These are my notes, not an image.\n" * 20, encoding="utf-8")
+    files["truncated"] = root / "truncated.jpg"
+    data = GLIOMA.read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 3])
+    files["gif"] = root / "animated.gif"
+    frames = [Image.new("L", (64, 64), value) for value in (0, 128, 255)]
+    frames[0].save(files["gif"], save_all=True, append_images=frames[1:])
+    files["tiny"] = root / "tiny.png"
+    Image.new("L", (8, 8)).save(files["tiny"])
+    files["zip"] = root / "slices.zip"
+    with zipfile.ZipFile(files["zip"], "w") as zf:
+        zf.write(GLIOMA, "2384.jpg")
+    return files
+
+
+@pytest.fixture(scope="module")
+def zip_bomb(tmp_path_factory) -> Path:
+    """20 MB of zeros in a 20 kB member: a ratio of about 1000 to 1."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(GLIOMA, "real.jpg")
+        zf.writestr("huge.bmp", bytes(20 * 2**20))
+    return path
+
+
+@pytest.fixture(scope="module")
+def traversal_zip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("traversal") / "evil.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(GLIOMA, "fine.jpg")
+        zf.writestr("../../outside/evil.jpg", GLIOMA.read_bytes())
+    return path
+
+
+# --------------------------------------------------------------------------- model discovery
+
+
+def _fake_bundle(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def test_discovery_lists_bundles_default_first_and_env_model_in_front(tmp_path):
+    models = tmp_path / "models"
+    _fake_bundle(models / "zeta")
+    _fake_bundle(models / "default")
+    _fake_bundle(models / "alpha")
+    (models / "not-a-bundle").mkdir()
+    assert [s.name for s in app.discover_models(models, env_model="")] == ["default", "alpha", "zeta"]
+
+    # A folder already under models/ moves to the front instead of appearing twice.
+    specs = app.discover_models(models, env_model=str(models / "zeta"))
+    assert [s.name for s in specs] == ["zeta", "default", "alpha"]
+
+    # A Hub repo id (or folder elsewhere) becomes the default.
+    specs = app.discover_models(models, env_model="someone/brain-mri-resnet50")
+    assert specs[0] == app.ModelSpec("someone/brain-mri-resnet50", "someone/brain-mri-resnet50")
+    assert len(specs) == 4
+
+    other = _fake_bundle(tmp_path / "elsewhere" / "default")
+    specs = app.discover_models(models, env_model=str(other))
+    assert specs[0].source == str(other) and specs[0].name == "default (2)"
+    assert app.discover_models(tmp_path / "missing", env_model="") == []
+
+
+def test_discovery_reads_the_environment_variable(tmp_path, monkeypatch):
+    _fake_bundle(tmp_path / "default")
+    monkeypatch.setenv(app.MODEL_ENV, "org/model")
+    assert [s.name for s in app.discover_models(tmp_path)] == ["org/model", "default"]
+
+
+def test_without_a_model_the_app_builds_and_says_so():
+    demo = app.build_demo(model_dirs=[])
+    assert isinstance(demo, gr.Blocks)
+    service = demo.service
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(GLIOMA))
+    assert "No model is installed" in _error_text(excinfo)
+    label, summary, *_ = service.predict_ui(str(GLIOMA), None)
+    assert label is None and "No model is installed" in summary
+    assert "No model is installed" in service.model_tab(None)[0]
+
+
+def test_building_the_demo_loads_no_model(tiny_bundle):
+    demo = app.build_demo(model_dirs=[tiny_bundle], explain=None, gate=None)
+    registry = demo.service.registry
+    assert registry.names == ["tiny"] and registry.loaded("tiny") is None
+    names = {dep.get("api_name") for dep in demo.config["dependencies"] if dep.get("api_visibility") == "public"}
+    assert {"predict", "batch"} <= names
+
+
+# --------------------------------------------------------------------------- one image
+
+
+def test_predict_classifies_every_sample(service, sample_paths):
+    for path in sample_paths[::4]:
+        probabilities, overlay, summary = service.predict(str(path))
+        assert list(probabilities) == LABELS3
+        assert math.isclose(sum(probabilities.values()), 1.0, rel_tol=1e-5)
+        assert all(0.0 <= p <= 1.0 for p in probabilities.values())
+        top = max(probabilities, key=probabilities.get)
+        assert top.capitalize() in summary
+        assert overlay is None  # no Grad-CAM installed in this service
+        assert "No brain-MRI check is installed" in summary
+
+
+def test_predict_reads_the_file_itself_not_an_8_bit_copy(service, tmp_path, slice_u8):
+    """A 12-bit slice stored as a 16-bit PNG gives the same probabilities as its 8-bit original."""
+    png8, png16 = tmp_path / "slice8.png", tmp_path / "slice16.png"
+    Image.fromarray(slice_u8).save(png8)
+    Image.fromarray(slice_u8.astype(np.uint16) * 16).save(png16)  # 0..4080: clipped to white as 8-bit
+    assert Image.open(png16).mode.startswith("I")
+    p8, _, _ = service.predict(str(png8))
+    p16, _, _ = service.predict(str(png16))
+    assert p8 == pytest.approx(p16, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "gif", "tiny", "zip"])
+def test_bad_uploads_raise_gr_error_with_the_tumorlib_message(service, bad_files, kind):
+    path = bad_files[kind]
+    expected = _expected(path)
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(path))
+    text = _error_text(excinfo)
+    assert text.startswith("Cannot read this file: ") and expected in text
+    # The page shows the same message in place of the result, with no label.
+    label, summary, *_ = service.predict_ui(str(path), None)
+    assert label is None and expected in summary
+
+
+def test_missing_and_expired_uploads(service, tmp_path):
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(None)
+    assert "No image was uploaded" in _error_text(excinfo)
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(tmp_path / "gone.jpg"))
+    assert "no longer on the server" in _error_text(excinfo)
+    # Clearing the upload clears the result rather than erroring.
+    assert service.predict_ui(None, None)[:2] == (None, "")
+
+
+def test_unexpected_errors_become_a_plain_message(service, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(service, "_classify", boom)
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(GLIOMA))
+    assert _error_text(excinfo) == app.UNEXPECTED_MESSAGE
+    assert "internal detail" not in service.predict_ui(str(GLIOMA), None)[1]
+
+
+def test_unknown_model_and_broken_bundle(tmp_path, tiny_bundle):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    service = app.DemoService(app.specs_from([broken]), explain=None, gate=None)
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(GLIOMA))
+    assert _error_text(excinfo).startswith("The model could not be loaded: ")
+    with pytest.raises(TumorlibError, match="Unknown model"):
+        service.analyse(str(GLIOMA), "nope")
+
+
+# --------------------------------------------------------------------------- trust layer wiring
+
+
+def test_gate_refusal_gives_no_diagnosis(trusted, tmp_path):
+    bright = _bright_image(tmp_path / "holiday.png")
+    with pytest.raises(gr.Error) as excinfo:
+        trusted.predict(str(bright))
+    assert (
+        _error_text(excinfo) == "Not a brain MRI: it is mostly bright, unlike an MRI slice with its black background."
+    )
+    label, summary, view, overlay, _, state = trusted.predict_ui(str(bright), None)
+    assert label is None and overlay is None and state is None
+    assert "Not a brain MRI" in summary and "No diagnosis" in summary
+    assert isinstance(view, Image.Image)  # the visitor still sees what was checked
+
+
+def test_grad_cam_overlay_class_selector_and_opacity(trusted):
+    explain = trusted.explain
+    probabilities, overlay, summary = trusted.predict(str(GLIOMA))
+    top = max(probabilities, key=probabilities.get)
+    assert isinstance(overlay, Image.Image) and overlay.mode == "RGB"
+    assert max(overlay.size) <= app.DISPLAY_SIDE
+    assert "Grad-CAM in" in summary and "Brain-MRI check passed (score" in summary
+    assert explain.calls[-1] == top
+
+    label, summary, view, overlay, selector, state = trusted.predict_ui(str(GLIOMA), None, 0.5)
+    assert label == probabilities and isinstance(view, Image.Image) and isinstance(overlay, Image.Image)
+    assert selector.value == top and [value for _, value in selector.choices] == LABELS3
+    other = next(label for label in LABELS3 if label != top)
+    calls = len(explain.calls)
+    faint, state = trusted.explain_ui(state, other, 0.1)
+    assert explain.calls[calls:] == [other]
+    strong, state = trusted.explain_ui(state, other, 0.9)
+    assert explain.calls[calls:] == [other]  # cached: only the blend is redone
+    assert np.asarray(faint).tolist() != np.asarray(strong).tolist()
+    assert trusted.explain_ui(None, other, 0.5) == (None, None)
+
+
+def test_large_uploads_are_explained_on_a_bounded_copy(trusted, tmp_path):
+    big = tmp_path / "big.png"
+    pixels = np.zeros((1500, 2400), np.uint8)
+    pixels[300:1200, 500:1900] = 120
+    Image.fromarray(pixels).save(big)
+    label, _, view, overlay, _, state = trusted.predict_ui(str(big), None)
+    assert set(label) == set(LABELS3)
+    assert state["image"].shape == (640, 1024) and state["image"].dtype == np.float32
+    assert max(view.size) == app.DISPLAY_SIDE and max(overlay.size) == app.DISPLAY_SIDE
+    small = np.zeros((300, 200), np.float32)
+    assert app.working_copy(small) is small
+
+
+def test_a_failing_grad_cam_does_not_lose_the_prediction(tiny_bundle):
+    broken = SimpleNamespace(gradcam=lambda *a, **k: 1 / 0)
+    service = app.DemoService(app.specs_from([tiny_bundle]), explain=broken, gate=None)
+    probabilities, overlay, summary = service.predict(str(GLIOMA))
+    assert overlay is None and set(probabilities) == set(LABELS3)
+    assert "Grad-CAM could not be computed" in summary
+
+
+@pytest.fixture(scope="module")
+def gated_bundle(tiny_bundle, tmp_path_factory, sample_paths) -> Path:
+    """The tiny bundle with not-an-MRI gate statistics fitted on the committed tumour slices."""
+    gate = pytest.importorskip("tumorlib.gate")
+    import torch
+
+    from tumorlib import Classifier
+    from tumorlib.bundle import save_extra, update_config
+
+    folder = tmp_path_factory.mktemp("gated") / "gated"
+    shutil.copytree(tiny_bundle, folder)
+    clf = Classifier.from_pretrained(folder)
+    names = pd.read_csv(FIGSHARE / "metadata.csv").set_index("index")["label_name"]
+    slices = [p for p in sample_paths if p.parent == FIGSHARE / "images"]
+    features = gate.pooled_features(clf.bundle.model, torch.stack([clf.preprocess(p) for p in slices]))
+    stats = gate.fit(features, [LABELS3.index(names[int(p.stem)]) for p in slices], dims=8)
+    settings = gate.thresholds(stats, features, quantile=1.0)
+    # Headroom: these tests are about the app's wiring, not where the thresholds sit.
+    settings["distance_threshold"] *= 1.5
+    settings["residual_threshold"] *= 1.5
+    save_extra(folder, gate.GATE_NAME, stats)
+    update_config(folder, gate=settings)
+    return folder
+
+
+def test_real_trust_layer_gate_and_grad_cam(gated_bundle, tmp_path):
+    pytest.importorskip("tumorlib.explain")
+    service = app.DemoService(app.specs_from([gated_bundle]))  # "auto": the installed modules
+    assert service.gate is not None and service.explain is not None
+    probabilities, overlay, summary = service.predict(str(GLIOMA))
+    assert set(probabilities) == set(LABELS3)
+    assert isinstance(overlay, Image.Image) and overlay.mode == "RGB" and overlay.size == (512, 512)
+    assert "Brain-MRI check passed" in summary and "Grad-CAM in" in summary
+
+    _, _, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
+    assert isinstance(overlay, Image.Image)
+    other = next(c for c in LABELS3 if c != selector.value)
+    redrawn, state = service.explain_ui(state, other, 0.5)
+    assert state["explanations"][other].target == other and isinstance(redrawn, Image.Image)
+
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photo)
+    with pytest.raises(gr.Error) as excinfo:
+        service.predict(str(photo))
+    assert _error_text(excinfo).startswith("Not a brain MRI: ")
+    assert "Not-an-MRI check | yes" in service.model_tab(None)[0]
+
+
+def test_a_model_without_gate_statistics_is_classified_and_says_so(tiny_bundle):
+    pytest.importorskip("tumorlib.gate")
+    service = app.DemoService(app.specs_from([tiny_bundle]), explain=None)
+    assert service.gate is not None
+    _, _, summary = service.predict(str(GLIOMA))
+    assert "This model comes without a brain-MRI check" in summary
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def test_batch_mixes_good_and_bad_files(trusted, sample_paths, bad_files, tmp_path):
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(sample_paths[1], "scans/a.jpg")
+        zf.writestr("scans/broken.jpg", b"\xff\xd8\xff\xe0 not really")
+        zf.writestr("__MACOSX/scans/._a.jpg", b"resource fork")
+        zf.writestr("scans/", b"")
+    white = _bright_image(tmp_path / "white.png")
+    files = [str(sample_paths[0]), str(bad_files["text"]), str(archive), str(white)]
+    frame = trusted.run_batch(files)
+    assert list(frame["file"]) == [
+        sample_paths[0].name,
+        "notes.jpg",
+        "more.zip/scans/a.jpg",
+        "more.zip/scans/broken.jpg",
+        "white.png",
+    ]
+    assert list(frame.columns) == ["file", "prediction", "confidence", *(f"p_{c}" for c in LABELS3), "note"]
+    good = frame[frame["prediction"] != ""]
+    assert list(good["file"]) == [sample_paths[0].name, "more.zip/scans/a.jpg"]
+    assert set(good["prediction"]) <= set(LABELS3)
+    assert np.allclose(good[[f"p_{c}" for c in LABELS3]].sum(axis=1), 1.0)
+    notes = dict(zip(frame["file"], frame["note"], strict=True))
+    assert notes["notes.jpg"] == "Cannot read this file: " + _expected(bad_files["text"])
+    assert notes["more.zip/scans/broken.jpg"].startswith("Cannot read this file: ")
+    assert notes["white.png"].startswith("Not a brain MRI: ")
+
+    path = trusted.write_csv(frame)
+    back = pd.read_csv(path, keep_default_na=False)
+    assert list(back["file"]) == list(frame["file"]) and len(back) == 5
+
+    shown, download, summary = trusted.batch_ui(files, None, progress=lambda *a, **k: None)
+    assert len(shown) == 5 and Path(download).read_text(encoding="utf-8").startswith("file,")
+    assert summary.startswith("**2 of 5 images classified** (") and "3 could not be classified" in summary
+
+
+@pytest.mark.parametrize(("fixture", "error"), [("zip_bomb", ZipBombError), ("traversal_zip", UnsafeArchiveError)])
+def test_hostile_archives_are_refused_whole(service, request, fixture, error):
+    path = request.getfixturevalue(fixture)
+    with pytest.raises(error) as expected:
+        check_zip(path)
+    with pytest.raises(gr.Error) as excinfo:
+        service.run_batch([str(GLIOMA), str(path)])
+    assert str(expected.value) in _error_text(excinfo)
+    assert path.name in _error_text(excinfo)
+    # Sent to /predict, an archive is simply not an image.
+    with pytest.raises(gr.Error, match="zip archive"):
+        service.predict(str(path))
+
+
+def test_batch_limits(tmp_path, service):
+    limits = BatchLimits(max_files=3, max_total_bytes=100_000)
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as zf:
+        for i in range(4):
+            zf.writestr(f"{i}.jpg", b"x")
+    with pytest.raises(TooManyFilesError, match="at most 3"):
+        check_zip(many, limits)
+    with pytest.raises(TooManyFilesError, match="holds 4 images"):
+        plan_batch([GLIOMA] * 4, limits)
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w") as zf:
+        zf.writestr("a.bin", os.urandom(60_000))
+        zf.writestr("b.bin", os.urandom(60_000))
+    with pytest.raises(ZipBombError, match="in total"):
+        check_zip(big, limits)
+    for name in ("/etc/passwd", "C:\\Windows\\x.jpg", "a/../../b.jpg", "..\\up.jpg"):
+        evil = tmp_path / "evil.zip"
+        with zipfile.ZipFile(evil, "w") as zf:
+            zf.writestr(zipfile.ZipInfo(name), b"x")
+        with pytest.raises(UnsafeArchiveError):
+            check_zip(evil)
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        info = zipfile.ZipInfo("slice.jpg")
+        info.external_attr = 0o120777 << 16  # a symbolic link
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
+        check_zip(link)
+    locked = tmp_path / "locked.zip"
+    with zipfile.ZipFile(locked, "w") as zf:
+        zf.write(GLIOMA, "open.jpg")
+        zf.writestr("secret.jpg", b"ciphertext")
+    data = bytearray(locked.read_bytes())
+    entry = data.rindex(b"PK\x01\x02")  # the last central-directory entry: secret.jpg
+    data[entry + 8] |= 0x1  # its "encrypted" flag
+    locked.write_bytes(bytes(data))
+    items = list(iter_batch([locked]))
+    assert [i.name for i in items] == ["locked.zip/open.jpg", "locked.zip/secret.jpg"]
+    assert items[0].data == GLIOMA.read_bytes() and items[0].error is None
+    assert items[1].data is None and "encrypted" in str(items[1].error)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
+    with pytest.raises(gr.Error, match="not a readable zip archive"):
+        service.run_batch([str(broken)])
+    with pytest.raises(gr.Error, match="No files were uploaded"):
+        service.run_batch([])
+    items = list(iter_batch([GLIOMA]))
+    assert items[0].path == GLIOMA and items[0].source == GLIOMA
+
+
+def test_csv_cells_cannot_become_formulas(service):
+    frame = pd.DataFrame({"file": ["=HYPERLINK(1)", "ok.jpg"], "note": ["", "-1"]})
+    back = pd.read_csv(service.write_csv(frame), keep_default_na=False)
+    assert list(back["file"]) == ["'=HYPERLINK(1)", "ok.jpg"] and list(back["note"]) == ["", "'-1"]
+
+
+# --------------------------------------------------------------------------- model tab
+
+
+def _metrics() -> dict:
+    cm = [[40, 3, 2], [4, 30, 1], [1, 2, 50]]
+    per_class = {
+        label: {"precision": 0.9, "recall": 0.88, "specificity": 0.95, "f1": 0.89, "support": sum(row)}
+        for label, row in zip(LABELS3, cm, strict=True)
+    }
+    return {
+        "labels": LABELS3,
+        "n": 133,
+        "n_groups": 30,
+        "accuracy": 0.902,
+        "accuracy_ci": [0.85, 0.94],
+        "macro": {"precision": 0.9, "recall": 0.88, "specificity": 0.95, "f1": 0.89},
+        "per_class": per_class,
+        "confusion_matrix": cm,
+        "ci": {"level": 0.95, "method": "bootstrap", "unit": "patient", "resamples": 1000},
+    }
+
+
+def test_model_tab_shows_card_facts_metrics_and_confusion_matrix(tmp_path, tiny_bundle):
+    folder = tmp_path / "evaluated"
+    shutil.copytree(tiny_bundle, folder)
+    metrics = _metrics()
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "README.md").write_text(model_card(config, metrics), encoding="utf-8")
+    service = app.DemoService(app.specs_from([folder, tiny_bundle]), explain=None, gate=None)
+
+    facts, headline, per_class, paper, confusion, reliability, card, note = service.model_tab("evaluated")
+    assert "test_resnet" in facts and "`glioma`" in facts and "133 test slices from 30 patients" in facts
+    assert "apache-2.0" in facts
+    assert headline.visible and headline.value["data"][0][:2] == ["Accuracy", "90.2%"]
+    assert per_class.visible and paper.visible
+    assert confusion.visible and confusion.value is not None
+    assert not reliability.visible  # no reliability bins in these metrics
+    assert "Intended use" in card
+    assert note == app.report.PAPER_CAVEAT
+    assert service.registry.loaded("evaluated") is None  # the tab never loads weights
+
+    facts, headline, *_, card, note = service.model_tab("tiny")
+    assert not headline.visible and "has not been evaluated" in note
+    assert "No model card" in card
+
+
+def test_page_events_are_wired(tiny_bundle):
+    """The page's own (private) events, run through Gradio's pre- and post-processing in-process."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = app.build_demo(model_dirs=[tiny_bundle], explain=FakeExplain(), gate=None)
+    fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
+
+    def run(name: str, inputs: list, **kwargs) -> list:
+        fn = next(f for f in fns if f.name == name)
+        return asyncio.run(demo.process_api(fn, inputs, state=session, **kwargs))["data"]
+
+    session = SessionState(demo)
+    upload = {"path": str(GLIOMA), "orig_name": GLIOMA.name, "meta": {"_type": "gradio.FileData"}}
+    label, summary, view, overlay, selector, _ = run("predict_ui", [upload, "tiny", 0.5])
+    assert label["label"] in LABELS3 and len(label["confidences"]) == 3
+    assert label["label"].capitalize() in summary and view["path"] and overlay["path"]
+    assert selector["value"] == label["label"]
+    other = next(c for c in LABELS3 if c != label["label"])
+    redrawn, _ = run("explain_ui", [None, other, 0.3])  # the state comes from the session
+    assert redrawn["path"] != overlay["path"]
+
+    (picked,) = run("pick_example", [], event_data=gr.EventData(None, {"index": 0, "value": None}))
+    assert picked["orig_name"] == app._examples()[0][0].rsplit("/", 1)[-1]
+    facts, *_ = run("model_tab", ["tiny"])
+    assert "test_resnet" in facts
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bomb, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    demo = app.build_demo(model_dirs=[tiny_bundle], explain=None, gate=None)
+    port = _free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        client = Client(url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
+        label, overlay, summary = client.predict(handle_file(str(GLIOMA)), api_name="/predict")
+        assert label["label"] in LABELS3
+        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert set(confidences) == set(LABELS3)
+        assert math.isclose(sum(confidences.values()), 1.0, rel_tol=1e-4)
+        assert max(confidences, key=confidences.get) == label["label"]
+        assert overlay is None and label["label"].capitalize() in summary
+
+        # Every bad upload: an error carrying tumorlib's message, never a label; the server keeps serving.
+        for kind, path in bad_files.items():
+            with pytest.raises(AppError) as excinfo:
+                client.predict(handle_file(str(path)), api_name="/predict")
+            assert _expected(path) in str(excinfo.value), kind
+        with pytest.raises(AppError, match="was refused"):
+            client.predict([handle_file(str(GLIOMA)), handle_file(str(zip_bomb))], "tiny", api_name="/batch")
+
+        again, _, _ = client.predict(handle_file(str(GLIOMA)), api_name="/predict")
+        assert again == label
+        table, csv_file, text = client.predict(
+            [handle_file(str(GLIOMA)), handle_file(str(bad_files["empty"]))], "tiny", api_name="/batch"
+        )
+        assert [row[0] for row in table["data"]] == [GLIOMA.name, "empty.jpg"]
+        assert table["data"][0][1] == label["label"] and "empty" in table["data"][1][-1]
+        assert pd.read_csv(csv_file)["file"].tolist() == [GLIOMA.name, "empty.jpg"]
+        assert text.startswith("**1 of 2 images classified**")
+        client.close()
+    finally:
+        demo.close()

@@ -1,0 +1,220 @@
+"""The model card: Hub metadata that parses, figures only from the inputs, caveats always there."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from tumorlib.metrics import compute_metrics, summarize_folds
+from tumorlib.modelcard import (
+    DATASET_DOI,
+    TAGS,
+    has_front_matter,
+    is_generated,
+    model_card,
+    split_front_matter,
+)
+
+LABELS4 = ["glioma", "meningioma", "pituitary", "no_tumor"]
+
+
+def fake_metrics(labels: list[str], seed: int = 0, n: int = 120, n_bootstrap: int = 50) -> dict:
+    """A real compute_metrics report on made-up predictions (patients of 3 slices each)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(labels), n)
+    probs = rng.dirichlet(np.ones(len(labels)), n)
+    probs[np.arange(n), y] += rng.uniform(0, 1.5, n)  # better than chance, not perfect
+    probs /= probs.sum(axis=1, keepdims=True)
+    groups = [f"patient{i // 3}" for i in range(n)]
+    return compute_metrics(y, probs, labels, groups, probs_uncalibrated=probs**0.5, n_bootstrap=n_bootstrap)
+
+
+@pytest.fixture(scope="module")
+def config(tiny_bundle) -> dict:
+    return json.loads((tiny_bundle / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def config4(config) -> dict:
+    """The tiny bundle's config with a no-tumour class, calibrated, with a recipe."""
+    out = json.loads(json.dumps(config))
+    out.update(num_classes=4, label_names=LABELS4)
+    out["tumorlib"].update(temperature=1.37, training={"epochs": 2, "lr": 0.0003})
+    return out
+
+
+def front(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def numbers_of(obj) -> list[float]:
+    """Every finite number anywhere in a nested dict/list."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in numbers_of(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in numbers_of(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and math.isfinite(obj):
+        return [float(obj)]
+    return []
+
+
+def test_front_matter_is_hub_metadata(config):
+    meta = front(model_card(config, fake_metrics(["glioma", "meningioma", "pituitary"]), repo_id="me/m"))
+    assert meta["library_name"] == "timm"
+    assert meta["pipeline_tag"] == "image-classification"
+    assert meta["license"] == "apache-2.0"
+    assert meta["tags"] == TAGS
+    assert "datasets" not in meta  # the figshare data has no Hub id: named in the body instead
+    assert meta["metrics"] == ["accuracy", "f1", "precision", "recall"]
+
+
+def test_model_index_values_are_the_metrics(config4):
+    metrics = fake_metrics(LABELS4)
+    card = model_card(config4, metrics, repo_id="me/brain-mri")
+    (entry,) = front(card)["model-index"]
+    assert entry["name"] == "brain-mri"
+    (result,) = entry["results"]
+    assert result["task"]["type"] == "image-classification"
+    values = {m["type"]: m["value"] for m in result["metrics"]}
+    assert values == {
+        "accuracy": metrics["accuracy"],
+        "f1": metrics["macro"]["f1"],
+        "precision": metrics["macro"]["precision"],
+        "recall": metrics["macro"]["recall"],
+    }
+    # huggingface_hub reads it back the same way the Hub does.
+    from huggingface_hub import ModelCard
+
+    parsed = {r.metric_type: r.metric_value for r in ModelCard(card).data.eval_results}
+    assert parsed == values
+
+
+def test_every_figure_comes_from_the_metrics(config4):
+    metrics = fake_metrics(LABELS4, seed=3)
+    card = model_card(config4, metrics, repo_id="me/m")
+    body = card.split("---\n", 2)[2]
+    allowed = numbers_of(metrics)
+    percents = re.findall(r"(\d+\.\d)(?:%| ±|–)", body)
+    assert len(percents) > 30  # the tables are there
+    for text in percents:
+        assert any(f"{100 * v:.1f}" == text for v in allowed), text
+    for text in re.findall(r"\b(\d\.\d{3})\b", body):  # AUCs, and the config's mean and std
+        assert any(f"{v:.3f}" == text for v in allowed + numbers_of(config4)), text
+    assert f"Evaluated on {metrics['n']} slices from {metrics['n_groups']} patients" in body
+    assert "95% CI" in body and "percentile bootstrap (50 resamples, resampling whole patients)" in body
+    for label in LABELS4:
+        assert f"| `{label}` | {metrics['per_class'][label]['precision'] * 100:.1f}%" in body
+    cm_row = " | ".join(str(v) for v in metrics["confusion_matrix"][0])
+    assert f"| `glioma` | {cm_row} |" in body
+
+
+def test_no_metrics_means_no_figures(config):
+    card = model_card(config, None, repo_id="me/m")
+    assert "model-index" not in card and "metrics" not in front(card)
+    assert "has not been evaluated" in card
+    assert "%" not in card
+    assert "| Accuracy |" not in card and "Confusion matrix" not in card
+    assert model_card(config, {}, repo_id="me/m") == card
+
+
+def test_missing_values_are_left_out_not_invented(config):
+    metrics = fake_metrics(["glioma", "meningioma", "pituitary"])
+    metrics["accuracy"] = None
+    metrics["macro"]["f1"] = float("nan")
+    metrics["accuracy_ci"] = [None, None]
+    card = model_card(config, metrics)
+    types = [m["type"] for m in front(card)["model-index"][0]["results"][0]["metrics"]]
+    assert types == ["precision", "recall"]
+    assert "| Accuracy |" not in card and "| Macro F1 |" not in card
+
+
+def test_caveats_are_always_there(config, config4):
+    for card in (model_card(config, None), model_card(config4, fake_metrics(LABELS4), repo_id="me/m")):
+        lower = card.lower()
+        assert "not a medical device" in lower
+        assert "must not be used for diagnosis" in lower
+        assert "research and education" in lower
+        assert "233 patients" in card and "Nanfang Hospital" in card
+        assert "T1-weighted contrast-enhanced" in card
+        assert "single 2-d slices, not volumes" in lower
+        assert "no external validation" in lower
+        assert DATASET_DOI in card and "CC BY 4.0" in card
+
+
+def test_no_tumour_caveat_only_with_a_no_tumour_class(config, config4):
+    without = model_card(config, None)
+    assert "Br35H" not in without and "overstate" not in without
+    card = model_card(config4, None)
+    assert "`no_tumor` class comes from other collections" in card
+    assert "Br35H" in card and "SARTAJ" in card and "**overstate**" in card
+
+
+def test_model_and_preprocessing_come_from_the_config(config, config4):
+    card = model_card(config4, None)
+    assert f"`{config['architecture']}` (timm)" in card
+    c, h, w = config["pretrained_cfg"]["input_size"]
+    assert f"{c} × {h} × {w}" in card and f"resize to {h} × {w}" in card
+    assert "| 3 | `no_tumor` |" in card
+    assert config["tumorlib"]["files"]["model.safetensors"]["sha256"] in card
+    assert json.dumps(config["tumorlib"]["preprocess"], indent=2) in card
+    assert "T = 1.37" in card
+    assert "CLAHE" not in card and "sharpen:" not in card  # steps that are off are not described
+
+    filtered = json.loads(json.dumps(config))
+    filtered["tumorlib"]["preprocess"].update(equalize="clahe", sharpen=0.5, crop_brain=True)
+    card = model_card(filtered, None)
+    assert "CLAHE (clip limit 2.0, 8 × 8 grid)" in card and "sharpen: add 0.5" in card
+    assert "crop to the head's bounding box" in card
+
+
+def test_usage_names_the_repo(config):
+    card = model_card(config, None, repo_id="someone/brain-mri")
+    assert 'timm.create_model("hf-hub:someone/brain-mri", pretrained=True)' in card
+    assert 'Classifier.from_pretrained("someone/brain-mri")' in card
+    local = model_card(config, None)
+    assert 'timm.create_model("local-dir:path/to/this/folder", pretrained=True)' in local
+
+
+def test_extra_renders_the_recipe_and_the_split(config4):
+    metrics = fake_metrics(LABELS4)
+    recipe = {"epochs": 2, "lr": 0.0003, "model": "resnet50", "augment": {"hflip": 0.5}}
+    card = model_card(config4, metrics, extra={"training": recipe, "split": "patient-grouped validation 15%"})
+    assert "## Training recipe" in card
+    block = card.split("## Training recipe\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(block) == recipe
+    assert "Split: patient-grouped validation 15%." in card
+    assert "## Split" not in card
+
+
+def test_calibration_and_cross_validation(config4):
+    folds = [fake_metrics(LABELS4, seed=s, n_bootstrap=0) for s in range(3)]
+    metrics = fake_metrics(LABELS4)
+    metrics["cv_summary"] = summarize_folds(folds)
+    metrics["calibration"] = {"method": "temperature scaling, cross-fitted across folds"}
+    card = model_card(config4, metrics)
+    ece, before = 100 * metrics["ece"], 100 * metrics["ece_uncalibrated"]
+    assert f"(top label, 15 equal-width bins) on the evaluation set: {ece:.1f}%; before temperature" in card
+    assert f"before temperature scaling: {before:.1f}%." in card
+    assert "Calibration method: temperature scaling, cross-fitted across folds." in card
+    acc = metrics["cv_summary"]["accuracy"]
+    assert "Across the 3 cross-validation folds" in card
+    assert f"| Accuracy | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% |" in card
+
+
+def test_front_matter_helpers(config):
+    card = model_card(config, None)
+    data, body = split_front_matter(card)
+    assert data["library_name"] == "timm" and body.lstrip().startswith("<!--")
+    assert has_front_matter(card) and is_generated(card)
+    assert not has_front_matter("# title\n") and not has_front_matter("---\n---\nempty metadata\n")
+    assert not is_generated("---\nlicense: mit\n---\n# hand-written\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        split_front_matter("---\nkey: [unclosed\n---\n")
+    with pytest.raises(ValueError, match="mapping"):
+        split_front_matter("---\n- a list\n---\n")

@@ -1,0 +1,239 @@
+"""A batch of uploads, zip archives included, read safely.
+
+The apps hand us whatever a visitor uploaded: image files, and zip archives of image files. An archive
+is checked as a whole from its central directory before a single member is decompressed: how many
+members, their total and individual uncompressed size, their compression ratio (zip bombs), and names
+that try to leave the archive's folder (absolute paths, ``..``, drive letters). A refused archive
+raises :class:`ArchiveError` with a message written for the user. Members are then read one at a time
+into memory, never extracted to disk, each bounded by its checked size.
+
+A member that is merely not an image (a text file, a damaged JPEG, a nested zip) is not an archive
+problem: it is handed on like any other file, so the decoder rejects that one file and the rest of the
+batch goes ahead. No UI toolkit is imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .decode import MAX_FILE_BYTES
+from .errors import TumorlibError
+
+__all__ = [
+    "ArchiveError",
+    "BatchItem",
+    "BatchLimits",
+    "TooManyFilesError",
+    "UnsafeArchiveError",
+    "ZipBombError",
+    "check_zip",
+    "is_zip",
+    "iter_batch",
+    "plan_batch",
+]
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# Operating-system litter inside archives: skipped without a row in the results.
+_LITTER_DIRS = {"__MACOSX"}
+_LITTER_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class ArchiveError(TumorlibError, ValueError):
+    """A zip archive is damaged, or refused as a whole for one of the reasons below."""
+
+
+class ZipBombError(ArchiveError):
+    """The archive would expand beyond the size or compression-ratio limits."""
+
+
+class UnsafeArchiveError(ArchiveError):
+    """A member name points outside the archive (absolute path, ``..``, drive letter)."""
+
+
+class TooManyFilesError(ArchiveError):
+    """More files in the batch (archive members included) than the limit."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How much one batch may hold. The defaults suit a small shared CPU server."""
+
+    #: Images in one batch, counting every archive member that would be classified.
+    max_files: int = 200
+    #: Total uncompressed size of all members of one archive.
+    max_total_bytes: int = 512 * 2**20
+    #: Uncompressed size of one member (the decoder's own limit for a single file).
+    max_member_bytes: int = MAX_FILE_BYTES
+    #: Uncompressed / compressed size of a member (checked above ``ratio_floor_bytes``). Image formats
+    #: barely compress; a mostly black BMP or DICOM slice may reach 20-50x, a zip bomb 1000x.
+    max_ratio: float = 100.0
+    #: Members smaller than this are not ratio-checked: the total limit already bounds them.
+    ratio_floor_bytes: int = 1 * 2**20
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One file of a batch: a path on disk, the bytes of an archive member, or why the member is unreadable.
+
+    ``name`` is what a user recognises: the upload's file name, or ``archive.zip/folder/slice.png``.
+    """
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+    error: ArchiveError | None = None
+
+    @property
+    def source(self) -> Path | bytes:
+        """What to hand to :func:`tumorlib.decode_image`."""
+        return self.path if self.path is not None else (self.data or b"")
+
+
+def is_zip(path: str | os.PathLike) -> bool:
+    """Whether the file starts like a zip archive (its name does not matter)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in _ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def _unsafe_name(name: str) -> bool:
+    text = name.replace("\\", "/")
+    if "\x00" in text or text.startswith("/") or _DRIVE.match(text):
+        return True
+    return any(part == ".." for part in text.split("/"))
+
+
+def _is_litter(name: str) -> bool:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts:
+        return True
+    if any(part in _LITTER_DIRS for part in parts):
+        return True
+    base = parts[-1]
+    return base.lower() in _LITTER_FILES or base.startswith("._")
+
+
+def _members(zf: zipfile.ZipFile, label: str, limits: BatchLimits) -> list[zipfile.ZipInfo]:
+    """The members worth reading, after checking the whole archive against ``limits``."""
+    infos = zf.infolist()
+    members, total = [], 0
+    for info in infos:
+        if _unsafe_name(info.filename):
+            raise UnsafeArchiveError(
+                f"{label} was refused: it holds a file named {info.filename!r}, which points outside the "
+                "archive's folder (a path-traversal name). Re-create the archive with plain relative names."
+            )
+        if info.is_dir() or _is_litter(info.filename):
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeArchiveError(
+                f"{label} was refused: {info.filename!r} is a symbolic link. Archive the image files themselves."
+            )
+        size, packed = int(info.file_size), int(info.compress_size)
+        if size > limits.max_member_bytes:
+            raise ZipBombError(
+                f"{label} was refused: {info.filename!r} would expand to {size / 2**20:,.0f} MB; "
+                f"one file may be at most {limits.max_member_bytes / 2**20:,.0f} MB."
+            )
+        if size > limits.ratio_floor_bytes and size > limits.max_ratio * max(packed, 1):
+            raise ZipBombError(
+                f"{label} was refused: {info.filename!r} is compressed {size / max(packed, 1):,.0f} to 1, "
+                f"more than the {limits.max_ratio:g} to 1 any image reaches (a zip bomb?)."
+            )
+        total += size
+        if total > limits.max_total_bytes:
+            raise ZipBombError(
+                f"{label} was refused: its files would expand to more than "
+                f"{limits.max_total_bytes / 2**20:,.0f} MB in total. Split it into smaller archives."
+            )
+        members.append(info)
+    if len(members) > limits.max_files:
+        raise TooManyFilesError(
+            f"{label} holds {len(members)} files; at most {limits.max_files} images are classified in one batch."
+        )
+    return members
+
+
+def _open_zip(path: Path, label: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        raise ArchiveError(f"{label} is not a readable zip archive ({err}).") from None
+
+
+def check_zip(path: str | os.PathLike, limits: BatchLimits | None = None, *, label: str | None = None) -> int:
+    """Check an archive against ``limits`` without decompressing anything; returns its member count."""
+    path = Path(path)
+    label = label or path.name
+    with _open_zip(path, label) as zf:
+        return len(_members(zf, label, limits or BatchLimits()))
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
+    """A member's bytes, at most its checked size; raises ArchiveError for a damaged or encrypted one."""
+    if info.flag_bits & 0x1:
+        raise ArchiveError(f"{label}: {info.filename!r} is encrypted; password-protected archives are not read.")
+    try:
+        with zf.open(info) as member:
+            data = member.read(int(info.file_size) + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as err:
+        raise ArchiveError(f"{label}: {info.filename!r} could not be decompressed ({err}).") from None
+    if len(data) > info.file_size:
+        raise ZipBombError(f"{label}: {info.filename!r} expands beyond the size its header declares.")
+    return data
+
+
+def plan_batch(
+    paths: Sequence[str | os.PathLike], limits: BatchLimits | None = None, *, names: Sequence[str] | None = None
+) -> int:
+    """Check a whole batch before any work: every archive against ``limits``, the file count overall.
+
+    Returns how many images the batch holds. ``names`` are display names for ``paths`` (default: the
+    file names). Raises :class:`ArchiveError` for the first refused archive, or
+    :class:`TooManyFilesError` when the batch holds more than ``limits.max_files`` images.
+    """
+    limits = limits or BatchLimits()
+    total = 0
+    for path, name in zip(paths, names or [Path(p).name for p in paths], strict=True):
+        total += check_zip(path, limits, label=name) if is_zip(path) else 1
+    if total > limits.max_files:
+        raise TooManyFilesError(
+            f"The batch holds {total} images; at most {limits.max_files} are classified at once. "
+            "Split it into smaller batches."
+        )
+    return total
+
+
+def iter_batch(
+    paths: Sequence[str | os.PathLike], limits: BatchLimits | None = None, *, names: Sequence[str] | None = None
+) -> Iterator[BatchItem]:
+    """Every image of a batch in upload order, archives expanded; call :func:`plan_batch` first.
+
+    A member that cannot be decompressed (damaged, encrypted) comes out with ``error`` set and no
+    bytes, so the caller reports that one file and carries on. An archive refused as a whole raises
+    :class:`ArchiveError` before any of its members is yielded.
+    """
+    limits = limits or BatchLimits()
+    for path, name in zip(paths, names or [Path(p).name for p in paths], strict=True):
+        path = Path(path)
+        if not is_zip(path):
+            yield BatchItem(name=name, path=path)
+            continue
+        with _open_zip(path, name) as zf:
+            for info in _members(zf, name, limits):
+                member_name = f"{name}/{info.filename}"
+                try:
+                    data = _read_member(zf, info, name)
+                except ArchiveError as err:
+                    yield BatchItem(name=member_name, error=err)
+                else:
+                    yield BatchItem(name=member_name, data=data)

@@ -1,0 +1,136 @@
+"""Grad-CAM and Grad-CAM++ explanations, and their check against tumour masks.
+
+A heatmap is only worth showing if it points at the tumour. :func:`gradcam` computes the map from the
+model's last convolutional stage on the eager float32 model (whatever precision classification uses)
+and maps it back onto the decoded input image; :func:`mask_scores` checks it against a tumour mask
+with the pointing game and the share of heatmap energy inside the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .decode import ImageInput, decode_image
+from .preprocess import to_grayscale
+
+#: Pointing-game tolerance: the mask is dilated by this many pixels at 512 x 512, scaled with the image.
+POINTING_TOLERANCE_512 = 15
+
+_JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1].copy()  # RGB
+
+
+@dataclass
+class Explanation:
+    """A heatmap (float32 in [0, 1], the decoded image's size) for one class of one image."""
+
+    heatmap: np.ndarray
+    target: str
+    target_index: int
+    probabilities: dict[str, float]
+    image: np.ndarray = field(repr=False)
+    method: str = "gradcam"
+
+    def overlay(self, opacity: float = 0.5) -> Image.Image:
+        """The greyscale input with the heatmap blended on top (jet colours, more opaque where hotter)."""
+        grey = to_grayscale(self.image)
+        base = np.repeat(grey[..., None], 3, axis=2)
+        colour = _JET[np.clip(self.heatmap * 255, 0, 255).astype(np.uint8)].astype(np.float32) / 255.0
+        alpha = float(np.clip(opacity, 0, 1)) * np.clip(self.heatmap, 0, 1)[..., None] ** 0.5
+        blended = base * (1 - alpha) + colour * alpha
+        return Image.fromarray(np.round(blended * 255).astype(np.uint8), "RGB")
+
+
+def _target_index(classifier, target: int | str | None, logits: torch.Tensor) -> int:
+    if target is None:
+        return int(logits.argmax())
+    if isinstance(target, str):
+        if target not in classifier.labels:
+            raise ValueError(f"Unknown class {target!r}; the model knows {classifier.labels}.")
+        return classifier.labels.index(target)
+    if not 0 <= int(target) < len(classifier.labels):
+        raise ValueError(f"Class index {target} out of range for {len(classifier.labels)} classes.")
+    return int(target)
+
+
+def cam_tensor(model: torch.nn.Module, x: torch.Tensor, target: int | None = None, method: str = "gradcam"):
+    """Heatmap over the model's last feature map for input batch ``x`` (1, C, H, W): (cam (h, w), logits)."""
+    with torch.enable_grad():
+        features = model.forward_features(x.float())
+        logits = model.forward_head(features)
+        index = int(logits[0].argmax()) if target is None else int(target)
+        # autograd.grad, not backward(): no parameter .grad is touched, so concurrent requests are safe.
+        (grad,) = torch.autograd.grad(logits[0, index], features)
+    a = features.detach()[0]
+    g = grad[0]
+    if method == "gradcam++":
+        # Chattopadhyay et al. (2018): pixel-wise weights from 2nd/3rd powers of the gradient.
+        g2, g3 = g.pow(2), g.pow(3)
+        denom = 2 * g2 + (a.sum(dim=(1, 2), keepdim=True) * g3)
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        weights = (alpha * F.relu(g)).sum(dim=(1, 2))
+    elif method == "gradcam":
+        weights = g.mean(dim=(1, 2))
+    else:
+        raise ValueError(f"method must be gradcam or gradcam++, not {method!r}")
+    cam = F.relu((weights[:, None, None] * a).sum(0))
+    return cam.numpy(), logits.detach()[0]
+
+
+def gradcam(classifier, image: ImageInput, target: int | str | None = None, method: str = "gradcam") -> Explanation:
+    """Explain ``classifier``'s output for ``target`` (default: the predicted class) on ``image``."""
+    decoded = decode_image(image)
+    x = classifier.transform(decoded)[None]
+    # The eager float32 model, whatever the classifier serves with (bf16 is too coarse for gradients).
+    model = classifier.bundle.model
+    with torch.no_grad():
+        first = model(x)[0]
+    index = _target_index(classifier, target, first)
+    cam, logits = cam_tensor(model, x, index, method)
+    h, w = classifier.transform.height, classifier.transform.width
+    cam = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
+    heat = classifier.transform.to_image_frame(cam, decoded)
+    peak = float(heat.max())
+    heat = heat / peak if peak > 0 else heat
+    probs = torch.softmax(logits / classifier.temperature, 0).tolist()
+    return Explanation(
+        heatmap=heat.astype(np.float32),
+        target=classifier.labels[index],
+        target_index=index,
+        probabilities=dict(zip(classifier.labels, probs, strict=True)),
+        image=decoded,
+        method=method,
+    )
+
+
+def overlay_with_mask(explanation: Explanation, mask: np.ndarray, opacity: float = 0.5, size: int = 256) -> Image.Image:
+    """The overlay with the tumour mask outlined in green, shrunk to ``size`` for galleries."""
+    image = np.asarray(explanation.overlay(opacity)).copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(image, contours, -1, (0, 255, 0), max(1, round(max(mask.shape) / 256)))
+    scale = size / max(image.shape[:2])
+    small = cv2.resize(
+        image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
+    return Image.fromarray(small, "RGB")
+
+
+def mask_scores(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float | bool]:
+    """Pointing game (is the heatmap's peak inside the mask, dilated by 15 px at 512?) and energy share."""
+    mask = mask.astype(bool)
+    if heatmap.shape != mask.shape:
+        raise ValueError(f"heatmap {heatmap.shape} and mask {mask.shape} differ in size")
+    radius = max(1, round(POINTING_TOLERANCE_512 * max(mask.shape) / 512))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    dilated = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    peak = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    total = float(heatmap.sum())
+    return {
+        "pointing_hit": bool(dilated[peak]) if total > 0 else False,
+        "energy_in_mask": float(heatmap[mask].sum() / total) if total > 0 else 0.0,
+    }
