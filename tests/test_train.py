@@ -21,6 +21,7 @@ from train import evaluate as evaluate_cli
 from train.train import cli as train_cli
 from train.train import lr_factor, parse_args
 from tumorlib import Classifier, load_bundle
+from tumorlib.data import class_names, read_datasets
 
 from .conftest import FIGSHARE, FOLDERS, ROOT
 
@@ -63,6 +64,27 @@ def test_cv_run_writes_every_output(cv_run):
         assert [r["fold"] for r in csv.DictReader(f)] == ["fold0", "fold1"]
     config = yaml.safe_load((cv_run / "config.yaml").read_text())
     assert config["folds"] == 2 and config["model"] == "test_resnet"
+    # Grad-CAM checked against the masks by each fold's model on its held-out patients, then pooled
+    fold_cams = [json.loads((cv_run / f"fold{k}" / "metrics.json").read_text())["cam"] for k in (0, 1)]
+    assert metrics["cam"]["n"] == sum(c["n"] for c in fold_cams) == 24
+    assert 0 <= metrics["cam"]["pointing_game"] <= 1 and 0 <= metrics["cam"]["energy_in_mask"] <= 1
+
+
+def test_cam_added_to_folds_finished_without_it(cv_run, tmp_path):
+    from train.train import add_fold_cam
+    from tumorlib.splits import make_folds
+
+    fold = tmp_path / "fold0"
+    shutil.copytree(cv_run / "fold0", fold)
+    m = json.loads((fold / "metrics.json").read_text())
+    expected = m.pop("cam")
+    (fold / "metrics.json").write_text(json.dumps(m))
+    records = read_datasets([FIGSHARE, FOLDERS])
+    folds = make_folds(records, 2, 0)
+    args = parse_args(["--data", "x", *TINY, "--folds", "2"])
+    add_fold_cam(args, fold, [r for r, f in zip(records, folds, strict=True) if f == 0], class_names(records))
+    got = json.loads((fold / "metrics.json").read_text())["cam"]
+    assert got["n"] == expected["n"] and got["pointing_game"] == pytest.approx(expected["pointing_game"])
 
 
 def test_exported_bundle_is_the_plain_timm_model(cv_run):

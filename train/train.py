@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 import yaml
@@ -139,6 +140,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
         "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast where native"
     )
     g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-cam", action="store_true", help="skip the per-fold Grad-CAM check against tumour masks")
     g.add_argument("--max-steps-per-epoch", type=int, default=0, help="for smoke tests: cut epochs short")
     return p
 
@@ -778,6 +780,8 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         fold_dir = run_dir / f"fold{k}"
         if (fold_dir / "metrics.json").exists():
             accelerator.print(f"[fold {k}] already complete")
+            if accelerator.is_main_process and not args.no_cam:
+                add_fold_cam(args, fold_dir, [r for r, f in zip(records, folds, strict=True) if f == k], labels)
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
@@ -790,6 +794,10 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
             m["fold"] = k
+            if not args.no_cam:
+                cam = fold_cam(out["model"], args, fold_dir, test_r, labels)
+                if cam:
+                    m["cam"] = cam
             save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete
         accelerator.wait_for_everyone()
     done = [k for k in range(args.folds) if (run_dir / f"fold{k}" / "metrics.json").exists()]
@@ -807,6 +815,41 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     return "complete"
 
 
+def fold_cam(model: nn.Module, args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> dict | None:
+    """Grad-CAM of the fold's model on its held-out tumour slices with masks (pointing game, energy)."""
+    from tumorlib.inference import Classifier
+
+    from .evaluate import cam_report
+
+    masked = [i for i, r in enumerate(test_records) if r.mask_path is not None or r.kind == "mat"]
+    if not masked:
+        return None
+    data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
+    model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
+    bundle_dir = fold_dir / "bundle"
+    save_bundle(model, bundle_dir, label_names=labels, data=data, dtype=torch.float32)
+    clf = Classifier(load_bundle(bundle_dir), device="cpu", precision="fp32")
+    preds = np.zeros(len(test_records), dtype=int)  # only used to caption exported overlays, none here
+    return cam_report(clf, test_records, masked, preds, "gradcam", None, 0, False)
+
+
+def add_fold_cam(args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> None:
+    """For a fold finished before the trainer checked explanations: its Grad-CAM from the fold checkpoint."""
+    path = fold_dir / "metrics.json"
+    metrics = load_json(path)
+    if "cam" in metrics or not (fold_dir / CHECKPOINT).exists():
+        return
+    net = create_model(args.model, len(labels), None)
+    model = TrainModel(net, mask_head=args.mask_loss > 0)
+    state = safetensors.torch.load_file(fold_dir / CHECKPOINT)
+    own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict({k: v for k, v in own.items() if not k.startswith("hint.")}, strict=False)
+    cam = fold_cam(model.model, args, fold_dir, test_records, labels)
+    if cam:
+        metrics["cam"] = cam
+        save_json(metrics, path)
+
+
 def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, dict]:
     """Pool out-of-fold predictions: pooled metrics, per-fold metrics, mean ± std, and the temperature."""
     preds = [read_predictions(run_dir / f"fold{f}" / "predictions.csv", labels) for f in range(k)]
@@ -822,6 +865,16 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
     folds = [load_json(run_dir / f"fold{f}" / "metrics.json") for f in range(k)]
     pooled["folds"] = folds
     pooled["cv_summary"] = M.summarize_folds(folds)
+    cams = [f["cam"] for f in folds if f.get("cam") and f["cam"].get("n")]
+    if cams:
+        n = sum(c["n"] for c in cams)
+        pooled["cam"] = {
+            "pointing_game": sum(c["pointing_game"] * c["n"] for c in cams) / n,
+            "energy_in_mask": sum(c["energy_in_mask"] * c["n"] for c in cams) / n,
+            "n": n,
+            "method": cams[0]["method"],
+            "target": "true class, each fold's model on its held-out patients",
+        }
     pooled["temperature"] = temperature
     pooled["calibration"] = {
         "method": "temperature scaling, cross-fitted across folds",
