@@ -18,10 +18,15 @@ import numpy as np
 import torch
 
 from .decode import ImageInput, decode_image
+from .errors import TumorlibError
 
 GATE_NAME = "gate"
 #: Hasler & Süsstrunk colourfulness (0-255 scale) above which an image is a colour picture, not an MRI.
 COLOURFULNESS_LIMIT = 20.0
+
+
+class GateUnavailableError(TumorlibError, LookupError):
+    """The model was exported without gate statistics, so it cannot say whether an input is an MRI."""
 
 
 @dataclass
@@ -124,7 +129,7 @@ def check(classifier, image: ImageInput) -> GateResult:
     stats = cached if cached is not None else (load_extra(classifier.bundle, GATE_NAME) if settings else None)
     classifier.__dict__["_gate_stats"] = stats  # verified and read once per loaded model
     if stats is None:
-        raise LookupError("This model has no not-an-MRI gate statistics (gate.safetensors).")
+        raise GateUnavailableError("This model has no not-an-MRI gate statistics (gate.safetensors).")
     decoded = decode_image(image)
     feats = pooled_features(classifier.bundle.model, classifier.transform(decoded)[None])
     dist, share = statistics(stats, feats)
