@@ -1,0 +1,80 @@
+"""The dashboard in a real browser: headless `streamlit run`, Debian's Chromium via Playwright, screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    port = _free_port()
+    env = {**os.environ, "TUMORLIB_RESULTS": str(ROOT / "results")}
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(url + "_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start within 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_overview_renders_with_real_numbers(dashboard, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tumorlib.report import headline, load_metrics
+
+    runs = sorted(p.parent for p in (ROOT / "results").glob("*/metrics.json"))
+    assert runs, "results/ holds no run"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(dashboard)
+        metric = page.get_by_test_id("stMetric").first
+        expect(metric).to_be_visible(timeout=90_000)
+        page.wait_for_timeout(1500)  # plotly charts draw after the metrics
+        shown = page.get_by_test_id("stMetricValue").all_inner_texts()
+        cards = [headline(load_metrics(run / "metrics.json")) for run in runs]
+        assert any([c["value"] for c in card][: len(shown)] == shown[: len(card)] for card in cards), shown
+        assert page.get_by_text("Traceback").count() == 0
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 20_000
+        if os.environ.get("UPDATE_SCREENSHOT"):
+            shutil.copy(shot, ROOT / "docs" / "dashboard.png")
+        browser.close()
