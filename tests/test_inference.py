@@ -1,0 +1,69 @@
+"""One predict for every kind of input; calibrated, in label order; precision chosen by the recorded check."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tumorlib import Classifier, ImageError, load_bundle
+from tumorlib.bundle import update_config
+from tumorlib.inference import check_bf16
+
+from .conftest import LABELS3
+
+
+def test_every_input_kind_gives_the_same_answer(tiny_bundle, slice_path):
+    clf = Classifier.from_pretrained(tiny_bundle, precision="fp32")
+    ref = clf.predict(slice_path)
+    assert list(ref) == LABELS3 and sum(ref.values()) == pytest.approx(1.0, abs=1e-6)
+    with Image.open(slice_path) as im:
+        pil = im.copy()
+    for source in (str(slice_path), slice_path.read_bytes(), io.BytesIO(slice_path.read_bytes()), pil, np.asarray(pil)):
+        got = clf.predict(source)
+        assert got == pytest.approx(ref, abs=1e-6), type(source)
+
+
+def test_batch_equals_single(tiny_bundle, sample_paths):
+    clf = Classifier.from_pretrained(tiny_bundle, precision="fp32")
+    batch = clf.predict_batch(sample_paths[:5], batch_size=2)
+    for path, probs in zip(sample_paths[:5], batch, strict=True):
+        assert probs == pytest.approx(clf.predict(path), abs=1e-5)
+
+
+def test_temperature_is_applied(tiny_bundle, tmp_path, slice_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_bundle, tmp_path / "b")
+    plain = Classifier.from_pretrained(folder, precision="fp32")
+    logits = plain.logits(plain.preprocess(slice_path)[None])[0]
+    update_config(folder, temperature=3.0)
+    warm = Classifier.from_pretrained(folder, precision="fp32")
+    expected = torch.softmax(logits / 3.0, 0).tolist()
+    assert list(warm.predict(slice_path).values()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_precision_follows_the_recorded_check(tiny_bundle, tmp_path, sample_paths):
+    import shutil
+
+    folder = shutil.copytree(tiny_bundle, tmp_path / "b")
+    assert Classifier.from_pretrained(folder).precision == "fp32"  # nothing recorded: the safe choice
+    check = check_bf16(load_bundle(folder), sample_paths[:4], repeats=1)
+    assert {"bf16_agrees", "max_abs_diff", "fp32_ms_per_image", "bf16_ms_per_image", "bf16_faster"} <= set(check)
+    update_config(folder, inference={**check, "bf16_agrees": False})
+    assert Classifier.from_pretrained(folder).precision == "fp32"
+    bf16 = Classifier.from_pretrained(folder, precision="bf16")
+    fp32 = Classifier.from_pretrained(folder, precision="fp32")
+    a, b = bf16.predict(sample_paths[0]), fp32.predict(sample_paths[0])
+    assert max(abs(a[k] - b[k]) for k in a) < 0.05
+
+
+def test_bad_input_raises_image_error(tiny_bundle):
+    clf = Classifier.from_pretrained(tiny_bundle)
+    with pytest.raises(ImageError):
+        clf.predict(b"")
+    with pytest.raises(ImageError):
+        clf.predict_batch([b"%PDF-1.4 not an image"])
