@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-from pathlib import Path
 
 import pytest
 
 import app
 from tumorlib import DEFAULT_MODEL_DIR
 
-from .conftest import ROOT
+from .conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXAMPLE = ROOT / "examples" / "meningioma_figshare_450.jpg"
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def server():
     demo = app.build_demo(model_dirs=[DEFAULT_MODEL_DIR], preload=True)
-    port = _free_port()
+    port = free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -43,7 +32,7 @@ def test_upload_click_read_label_and_screenshot(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            args=CHROMIUM_ARGS,
         )
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.goto(server)

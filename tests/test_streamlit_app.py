@@ -21,19 +21,11 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from streamlit_app import SECTIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 DEMO = Path(__file__).resolve().parent / "fixtures" / "results_demo"
-SECTIONS = (
-    "Overview",
-    "Confusion matrices",
-    "Per-class metrics",
-    "Cross-validation",
-    "ROC and calibration",
-    "Explanations",
-    "Run comparison",
-    "Export",
-)
 
 
 def _metrics(run: str, root: Path = DEMO) -> dict:

@@ -15,7 +15,6 @@ Hub could not be used (no token, token rejected, network), 2 the folder was refu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -26,6 +25,8 @@ from urllib.parse import quote
 import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+from tumorlib.fileio import sha256_file
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -87,7 +88,7 @@ def prepare_upload(folder: Path, repo_id: str) -> Upload:
     # Checksums first: a damaged file is refused without waiting for torch to load.
     for name, info in sorted(recorded.items()):
         expected = (info or {}).get("sha256") if isinstance(info, dict) else None
-        if (folder / name).is_file() and expected and _sha256(folder / name) != expected:
+        if (folder / name).is_file() and expected and sha256_file(folder / name) != expected:
             raise RefusedError(
                 f"{folder / name} does not match the SHA-256 recorded in {CONFIG_NAME}: the file is damaged, "
                 "truncated or was replaced."
@@ -155,14 +156,6 @@ def _check_safetensors(path: Path) -> None:
             pass
     except (safetensors.SafetensorError, OSError, ValueError) as err:
         raise RefusedError(f"{path.name} is damaged or not a safetensors file ({err}).") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _readme(path: Path, config: dict, metrics: dict | None, repo_id: str, upload: Upload) -> Path | bytes:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .errors import BundleError
-from .fileio import atomic_write, save_json
+from .fileio import atomic_write, save_json, sha256_file
 from .transforms import DataConfig, resolve_data_config
 
 WEIGHTS_NAME = "model.safetensors"
@@ -154,14 +154,6 @@ def _require_hub(tag: str) -> None:
             "from this machine. Use --pretrained none (random initialisation), a local .safetensors file or "
             "bundle folder, or the ImageNet weights that install offline (see the README)."
         )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> str:
@@ -303,7 +295,7 @@ def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verif
     if verify and expected:
         if not weights.is_file():
             raise BundleError(f"{weights} is missing.")
-        if _sha256(weights) != expected:
+        if sha256_file(weights) != expected:
             raise BundleError(
                 f"{weights} does not match the SHA-256 recorded in config.json: the file is damaged, truncated "
                 "or was replaced. Download or export the model again."
@@ -344,6 +336,6 @@ def load_extra(bundle: Bundle, name: str) -> dict[str, torch.Tensor] | None:
     if not path.is_file():
         return None
     expected = bundle.section.get("files", {}).get(path.name, {}).get("sha256")
-    if expected and _sha256(path) != expected:
+    if expected and sha256_file(path) != expected:
         raise BundleError(f"{path} does not match the SHA-256 recorded in config.json.")
     return _read_safetensors(path)
