@@ -1028,24 +1028,16 @@ def build_demo(
             concurrency_id="model",
             concurrency_limit=CONCURRENCY,
         )
-        target.input(
-            service.explain_ui,
-            inputs=[state, target, opacity],
-            outputs=[overlay_view, state],
-            api_visibility="private",
-            concurrency_id="model",
-            concurrency_limit=CONCURRENCY,
-            trigger_mode="always_last",
-        )
-        opacity.release(
-            service.explain_ui,
-            inputs=[state, target, opacity],
-            outputs=[overlay_view, state],
-            api_visibility="private",
-            concurrency_id="model",
-            concurrency_limit=CONCURRENCY,
-            trigger_mode="always_last",
-        )
+        for event in (target.input, opacity.release):  # a new class or opacity redraws the overlay
+            event(
+                service.explain_ui,
+                inputs=[state, target, opacity],
+                outputs=[overlay_view, state],
+                api_visibility="private",
+                concurrency_id="model",
+                concurrency_limit=CONCURRENCY,
+                trigger_mode="always_last",
+            )
         examples = [path for path, _ in _examples()]
 
         def pick_example(evt: gr.SelectData) -> str | None:

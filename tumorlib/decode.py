@@ -97,7 +97,7 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS, m
     """Decode an encoded image held in memory; ``name`` only improves messages and finds ``.dcm``."""
     what = f"{name} " if name else "The upload "
     if len(data) == 0:
-        raise EmptyImageError(f"{what}is empty (0 bytes).".strip().capitalize())
+        raise EmptyImageError(f"{what}is empty (0 bytes).")
     kind = sniff(data, name)
     if kind == "dicom":
         return _finish(_decode_dicom(data, max_pixels, min_side), min_side)
