@@ -485,7 +485,6 @@ def fit(
 ) -> dict:
     """Train one model; checkpoint every epoch; return its evaluation on ``eval_records`` and the model."""
     torch.manual_seed(args.seed)
-    data = data_config(args)
     kwargs = {"drop_rate": args.drop_rate} if args.drop_rate else {}
     if args.drop_path:
         kwargs["drop_path_rate"] = args.drop_path

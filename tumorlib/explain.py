@@ -46,9 +46,7 @@ class Explanation:
         return Image.fromarray(np.round(blended * 255).astype(np.uint8), "RGB")
 
 
-def _target_index(classifier, target: int | str | None, logits: torch.Tensor) -> int:
-    if target is None:
-        return int(logits.argmax())
+def _target_index(classifier, target: int | str) -> int:
     if isinstance(target, str):
         if target not in classifier.labels:
             raise ValueError(f"Unknown class {target!r}; the model knows {classifier.labels}.")
@@ -88,10 +86,9 @@ def gradcam(classifier, image: ImageInput, target: int | str | None = None, meth
     x = classifier.transform(decoded)[None]
     # The eager float32 model, whatever the classifier serves with (bf16 is too coarse for gradients).
     model = classifier.bundle.model
-    with torch.no_grad():
-        first = model(x)[0]
-    index = _target_index(classifier, target, first)
-    cam, logits = cam_tensor(model, x, index, method)
+    index = None if target is None else _target_index(classifier, target)
+    cam, logits = cam_tensor(model, x, index, method)  # one forward pass; None: the predicted class
+    index = int(logits.argmax()) if index is None else index
     h, w = classifier.transform.height, classifier.transform.width
     cam = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
     heat = classifier.transform.to_image_frame(cam, decoded)
