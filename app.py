@@ -210,9 +210,15 @@ class ModelRegistry:
     uploads are not stuck behind it.
     """
 
-    def __init__(self, specs: Sequence[ModelSpec], device: str | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        device: str | None = None,
+        on_load: Callable[[Classifier], Any] | None = None,
+    ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self.device = device
+        self.on_load = on_load
         self._loaded: dict[str, Classifier] = {}
         self._load_lock = threading.Lock()
         self._locks = {name: threading.RLock() for name in self.specs}
@@ -240,8 +246,11 @@ class ModelRegistry:
         with self._load_lock:
             if name not in self._loaded:
                 started = time.perf_counter()
-                self._loaded[name] = Classifier.from_pretrained(self.specs[name].source, device=self.device)
+                clf = Classifier.from_pretrained(self.specs[name].source, device=self.device)
                 log.info("Loaded model %s in %.1f s", name, time.perf_counter() - started)
+                if self.on_load is not None:
+                    self.on_load(clf)
+                self._loaded[name] = clf
             return name, self._loaded[name]
 
     def loaded(self, name: str) -> Classifier | None:
@@ -282,6 +291,7 @@ class Analysis:
     gate: Any = None
     precision: str = "fp32"
     device: str = "cpu"
+    maps: Any = None  # the last feature map of the classifying pass: Grad-CAM reuses it
 
     @property
     def top(self) -> str:
@@ -393,18 +403,37 @@ class DemoService:
     gate: Any = AUTO
     batch_limits: BatchLimits = BATCH_LIMITS
     device: str | None = None
+    optimise: bool = False
     registry: ModelRegistry = field(init=False)
     _info: dict[str, ModelInfo] = field(init=False, default_factory=dict)
     _csv_dir: Path | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.registry = ModelRegistry(self.models, device=self.device)
+        self.registry = ModelRegistry(self.models, self.device, self._optimise if self.optimise else None)
         if self.explain == AUTO:
             self.explain = _optional_module("tumorlib.explain")
         if self.gate == AUTO:
             self.gate = _optional_module("tumorlib.gate")
 
     # ----------------------------------------------------------------- start-up
+
+    def _optimise(self, clf: Classifier) -> None:
+        """Pick the fastest forward pass that gives fp32's answers on the example slices (at load)."""
+        images = [decode_image(p) for p in sorted(EXAMPLES_DIR.glob("*.jpg"))[:8]]
+        if not images:
+            return
+        started = time.perf_counter()
+        try:
+            sel = clf.optimise(images)
+        except TumorlibError as err:
+            log.warning("Could not choose a faster forward pass: %s", user_message(err))
+            return
+        timings = ", ".join(
+            f"{v} {r['ms']:.1f} ms{'' if r['agrees'] else ' (changes answers)'}"
+            for v, r in sel["variants"].items()
+            if "ms" in r
+        )
+        log.info("Forward pass: %s [%s] chosen in %.1f s", sel["chosen"], timings, time.perf_counter() - started)
 
     def preload(self) -> None:
         """Load the default model and run it once (kernels picked, caches warm); failures are logged."""
@@ -438,10 +467,11 @@ class DemoService:
 
     def _classify(self, name: str, clf: Classifier, image: np.ndarray, started: float) -> Analysis:
         with self.registry.lock(name):
-            result = self._check_gate(clf, image)
+            # One forward pass: the gate reads the pooled features of the classifying pass.
+            probabilities, out = clf.predict_with_features(image)
+            result = self._check_gate(clf, image, out.features[0].numpy())
             if result is not None and not bool(result.is_mri):
                 raise NotBrainMRIError(result, image)
-            probabilities = clf.predict(image)
         return Analysis(
             model=name,
             labels=list(clf.labels),
@@ -449,8 +479,9 @@ class DemoService:
             image=image,
             seconds=time.perf_counter() - started,
             gate=result,
-            precision=clf.precision,
+            precision=clf.variant,
             device=str(clf.device),
+            maps=out.maps,
         )
 
     def has_gate(self, clf: Classifier) -> bool:
@@ -460,23 +491,26 @@ class DemoService:
         check = getattr(self.gate, "has_gate", None)
         return bool(check(clf)) if callable(check) else True
 
-    def _check_gate(self, clf: Classifier, image: np.ndarray) -> Any:
+    def _check_gate(self, clf: Classifier, image: np.ndarray, features: np.ndarray | None = None) -> Any:
         """The gate's verdict, or None when there is no gate for this model."""
         if not self.has_gate(clf):
             return None
         try:
-            return self.gate.check(clf, image)
+            return self.gate.check(clf, image, features=features)
         except LookupError:  # the model has no gate statistics after all
             log.warning("The gate has no statistics for this model; classifying without it")
             return None
 
-    def _explain(self, name: str, clf: Classifier, image: np.ndarray, target: str | None) -> Explained:
+    def _explain(
+        self, name: str, clf: Classifier, image: np.ndarray, target: str | None, maps: Any = None
+    ) -> Explained:
         if self.explain is None:
             return Explained(note="Grad-CAM is not installed in this version of the app.")
         started = time.perf_counter()
+        extra = {"maps": maps} if maps is not None else {}
         try:
             with self.registry.lock(name):
-                explanation = self.explain.gradcam(clf, image, target)
+                explanation = self.explain.gradcam(clf, image, target, **extra)
         except Exception:  # the heatmap is secondary: the prediction stands without it
             log.exception("Grad-CAM failed")
             return Explained(note="Grad-CAM could not be computed for this image.")
@@ -487,7 +521,8 @@ class DemoService:
         the working copy of the analysed image)."""
         name, clf = self.registry.get(analysis.model)
         image = working_copy(analysis.image) if image is None else image
-        return self._explain(name, clf, image, target or analysis.top)
+        # The working copy is the analysed image scaled down: the classifying pass's maps still hold.
+        return self._explain(name, clf, image, target or analysis.top, analysis.maps)
 
     def summary(self, analysis: Analysis, explained: Explained | None = None) -> str:
         """The Markdown under the label: class, description, uncertainty, timing, gate."""
@@ -569,6 +604,7 @@ class DemoService:
         state = {
             "model": analysis.model,
             "image": work,
+            "maps": analysis.maps,
             "explanations": {analysis.top: explained.explanation} if explained.explanation is not None else {},
         }
         selector = gr.Radio(choices=[(label.replace("_", " "), label) for label in analysis.labels], value=analysis.top)
@@ -600,7 +636,7 @@ class DemoService:
                 name, clf = self.registry.get(state["model"])
             except TumorlibError as err:
                 raise _gr_error(err) from None
-            explained = self._explain(name, clf, state["image"], target)
+            explained = self._explain(name, clf, state["image"], target, state.get("maps"))
             if explained.explanation is None:
                 raise gr.Error(explained.note, print_exception=False)
             explanation = explanations[target] = explained.explanation
@@ -661,7 +697,7 @@ class DemoService:
         return row
 
     def write_csv(self, frame: pd.DataFrame) -> Path:
-        """The table as a CSV in a private temp folder (old ones pruned; all removed at exit)."""
+        """The table as a CSV in a private temp folder, deleted after CACHE_SECONDS (and at exit)."""
         folder = self._csv_folder()
         out = folder / uuid.uuid4().hex
         out.mkdir()
@@ -670,6 +706,10 @@ class DemoService:
         safe["file"] = safe["file"].map(_csv_safe)
         safe["note"] = safe["note"].map(_csv_safe)
         safe.to_csv(path, index=False, float_format="%.6f")
+        # Gradio serves its own cached copy; ours goes after CACHE_SECONDS even if no later batch prunes it.
+        timer = threading.Timer(CACHE_SECONDS, shutil.rmtree, args=(out,), kwargs={"ignore_errors": True})
+        timer.daemon = True
+        timer.start()
         return path
 
     def _csv_folder(self) -> Path:
@@ -902,7 +942,7 @@ def build_demo(
     """
     if service is None:
         specs = specs_from(model_dirs) if model_dirs is not None else discover_models()
-        service = DemoService(specs, explain=explain, gate=gate)
+        service = DemoService(specs, explain=explain, gate=gate, optimise=preload)
     if preload:
         service.preload()
     names = service.registry.names

@@ -66,7 +66,7 @@ class FakeExplain:
     def __init__(self) -> None:
         self.calls: list[str | None] = []
 
-    def gradcam(self, classifier, image, target=None):
+    def gradcam(self, classifier, image, target=None, maps=None):
         assert isinstance(image, np.ndarray) and image.dtype == np.float32
         name = target if target is not None else classifier.labels[0]
         self.calls.append(name)
@@ -78,7 +78,7 @@ class FakeGate:
 
     threshold = 0.5
 
-    def check(self, classifier, image):
+    def check(self, classifier, image, features=None):
         score = float(np.mean(image))
         ok = score <= self.threshold
         reason = "" if ok else "it is mostly bright, unlike an MRI slice with its black background."

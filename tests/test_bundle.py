@@ -24,7 +24,7 @@ def _probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture()
 def batch(tiny_bundle, sample_paths):
-    clf = Classifier.from_pretrained(tiny_bundle, precision="fp32")
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
     return torch.stack([clf.preprocess(p) for p in sample_paths[:6]])
 
 

@@ -44,7 +44,7 @@ def square_classifier(tmp_path_factory) -> Classifier:
     model.eval()
     path = save_bundle(model, tmp_path_factory.mktemp("sq") / "b", label_names=["square", "plain"], data=data,
                        dtype=torch.float32, model_args={"output_stride": 8})  # fmt: skip
-    return Classifier.from_pretrained(path, precision="fp32")
+    return Classifier.from_pretrained(path, variant="fp32")
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])

@@ -17,7 +17,7 @@ from .conftest import LABELS3
 
 
 def test_every_input_kind_gives_the_same_answer(tiny_bundle, slice_path):
-    clf = Classifier.from_pretrained(tiny_bundle, precision="fp32")
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
     ref = clf.predict(slice_path)
     assert list(ref) == LABELS3 and sum(ref.values()) == pytest.approx(1.0, abs=1e-6)
     with Image.open(slice_path) as im:
@@ -28,7 +28,7 @@ def test_every_input_kind_gives_the_same_answer(tiny_bundle, slice_path):
 
 
 def test_batch_equals_single(tiny_bundle, sample_paths):
-    clf = Classifier.from_pretrained(tiny_bundle, precision="fp32")
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
     batch = clf.predict_batch(sample_paths[:5], batch_size=2)
     for path, probs in zip(sample_paths[:5], batch, strict=True):
         assert probs == pytest.approx(clf.predict(path), abs=1e-5)
@@ -38,10 +38,10 @@ def test_temperature_is_applied(tiny_bundle, tmp_path, slice_path):
     import shutil
 
     folder = shutil.copytree(tiny_bundle, tmp_path / "b")
-    plain = Classifier.from_pretrained(folder, precision="fp32")
+    plain = Classifier.from_pretrained(folder, variant="fp32")
     logits = plain.logits(plain.preprocess(slice_path)[None])[0]
     update_config(folder, temperature=3.0)
-    warm = Classifier.from_pretrained(folder, precision="fp32")
+    warm = Classifier.from_pretrained(folder, variant="fp32")
     expected = torch.softmax(logits / 3.0, 0).tolist()
     assert list(warm.predict(slice_path).values()) == pytest.approx(expected, abs=1e-6)
 
@@ -55,8 +55,8 @@ def test_precision_follows_the_recorded_check(tiny_bundle, tmp_path, sample_path
     assert {"bf16_agrees", "max_abs_diff", "fp32_ms_per_image", "bf16_ms_per_image", "bf16_faster"} <= set(check)
     update_config(folder, inference={**check, "bf16_agrees": False})
     assert Classifier.from_pretrained(folder).precision == "fp32"
-    bf16 = Classifier.from_pretrained(folder, precision="bf16")
-    fp32 = Classifier.from_pretrained(folder, precision="fp32")
+    bf16 = Classifier.from_pretrained(folder, variant="bf16")
+    fp32 = Classifier.from_pretrained(folder, variant="fp32")
     a, b = bf16.predict(sample_paths[0]), fp32.predict(sample_paths[0])
     assert max(abs(a[k] - b[k]) for k in a) < 0.05
 

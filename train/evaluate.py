@@ -28,6 +28,7 @@ from tumorlib.errors import DatasetError, TumorlibError
 from tumorlib.fileio import atomic_write_text, save_json
 from tumorlib.gate import has_gate
 from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier
+from tumorlib.runtime import VARIANTS
 from tumorlib.splits import train_val_split
 from tumorlib.torchdata import SliceDataset
 
@@ -49,7 +50,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--predictions", help="CSV of per-image predictions to write")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--variant",
+        default="auto",
+        choices=["auto", *VARIANTS],
+        help="how the forward pass runs; auto: the fastest that gives fp32's answers on a few of the images",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM check against tumour masks")
@@ -62,7 +68,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: bool = False) -> dict:
-    """Raw logits and labels of every record, in record order; raises if any image cannot be read."""
+    """Raw logits, pooled features and labels of every record, in record order (one forward pass each);
+    raises if any image cannot be read."""
     unknown = sorted({r.label for r in records} - set(clf.labels))
     if unknown:
         raise DatasetError(
@@ -70,26 +77,27 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
         )
     ds = SliceDataset(records, clf.labels, clf.transform, cache=False)
     loader = DataLoader(ds, batch_size=batch_size)
-    logits, labels = [], []
+    logits, features, labels = [], [], []
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
-        logits.append(clf.logits(batch["image"]))
+        out = clf.forward(batch["image"])
+        logits.append(out.logits)
+        features.append(out.features)
         labels.append(batch["label"])
-    return {"logits": torch.cat(logits).numpy(), "labels": torch.cat(labels).numpy()}
+    return {
+        "logits": torch.cat(logits).numpy(),
+        "features": torch.cat(features).numpy(),
+        "labels": torch.cat(labels).numpy(),
+    }
 
 
-def gate_report(clf: Classifier, records, batch_size: int = 32) -> dict:
+def gate_report(clf: Classifier, features: np.ndarray) -> dict:
     """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate)."""
     settings = clf.bundle.section["gate"]
-    stats = load_extra(clf.bundle, gate.GATE_NAME)
-    ds = SliceDataset(records, clf.labels, clf.transform, cache=False)
-    refused = 0
-    for batch in DataLoader(ds, batch_size=batch_size):
-        dist, share = gate.statistics(stats, gate.pooled_features(clf.bundle.model, batch["image"]))
-        refused += sum(
-            not gate.decide(settings, float(d), float(r), 0.0).is_mri for d, r in zip(dist, share, strict=True)
-        )
+    dist, share = gate.statistics(load_extra(clf.bundle, gate.GATE_NAME), features)
+    refused = sum(not gate.decide(settings, float(d), float(r), 0.0).is_mri for d, r in zip(dist, share, strict=True))
     # Colour is not checked here: the dataset is read in greyscale; uploads get that check too.
-    return {"refused_fraction": refused / max(len(ds), 1), "n": len(ds), "checks": "feature distance and residual"}
+    n = len(features)
+    return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual"}
 
 
 def cam_report(
@@ -134,11 +142,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    clf = Classifier.from_pretrained(args.model, precision=args.precision)
+    clf = Classifier.from_pretrained(args.model, variant=args.variant)
     records = read_datasets(args.data, args.classes)
     if args.val_fraction:
         held = train_val_split(records, args.val_fraction, args.seed)
         records = [r for r, h in zip(records, held, strict=True) if h]
+    if args.variant == "auto" and records:
+        # The app's rule: the fastest variant that gives fp32's answers, checked on real slices.
+        clf.optimise([r.load_image() for r in records[:: max(1, len(records) // 8)][:8]])
     out = evaluate_model(clf, records, args.batch_size, progress=not args.no_progress)
     probs = softmax(out["logits"], clf.temperature)
     metrics = M.compute_metrics(
@@ -151,7 +162,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     preds = out["logits"].argmax(1)
     if has_gate(clf):
-        metrics["gate"] = gate_report(clf, records, args.batch_size)
+        metrics["gate"] = gate_report(clf, out["features"])
     masked = [i for i, r in enumerate(records) if r.mask_path is not None or r.kind == "mat"]
     if masked and not args.no_cam:
         if args.cam_max:
@@ -165,6 +176,7 @@ def main(args: argparse.Namespace) -> dict:
         metrics["split"] = f"held-out patients: validation fraction {args.val_fraction}, seed {args.seed}"
     metrics["temperature"] = clf.temperature
     metrics["precision"] = clf.precision
+    metrics["variant"] = clf.variant
     metrics["seconds"] = time.perf_counter() - start
     save_json(metrics, args.out)
     if args.predictions:

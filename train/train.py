@@ -152,10 +152,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     if known.config:
-        with open(known.config, encoding="utf-8") as f:
-            values = yaml.safe_load(f) or {}
+        try:
+            with open(known.config, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}  # safe_load: a !!python/... tag is refused, never run
+        except OSError as err:
+            parser.error(f"cannot read {known.config}: {err.strerror or err}")
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            parser.error(f"{known.config} is not a valid YAML recipe (plain keys and values only): {err}")
+        if not isinstance(values, dict):
+            parser.error(f"{known.config} must be a YAML mapping of option: value, not a {type(values).__name__}")
         dests = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - dests)
+        unknown = sorted(str(k) for k in values if k not in dests)
         if unknown:
             parser.error(f"unknown keys in {known.config}: {', '.join(unknown)}")
         parser.set_defaults(**values)
@@ -827,7 +834,7 @@ def fold_cam(model: nn.Module, args, fold_dir: Path, test_records: list[Record],
     model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
     bundle_dir = fold_dir / "bundle"
     save_bundle(model, bundle_dir, label_names=labels, data=data, dtype=torch.float32)
-    clf = Classifier(load_bundle(bundle_dir), device="cpu", precision="fp32")
+    clf = Classifier(load_bundle(bundle_dir), device="cpu", variant="fp32")
     preds = np.zeros(len(test_records), dtype=int)  # only used to caption exported overlays, none here
     return cam_report(clf, test_records, masked, preds, "gradcam", None, 0, False)
 

