@@ -218,3 +218,17 @@ def test_front_matter_helpers(config):
         split_front_matter("---\nkey: [unclosed\n---\n")
     with pytest.raises(ValueError, match="mapping"):
         split_front_matter("---\n- a list\n---\n")
+
+
+def test_reproduce_section_follows_the_recorded_run(config4):
+    assert "How to reproduce" not in model_card(config4, None)  # no training record, no command
+    training = {"model": "resnet50", "pretrained": "none", "epochs": 32, "lr": 0.001, "mask_loss": 0.5,
+                "data": ["d/figshare", "d/no"], "val_fraction": 0.2, "seed": 3, "folds": 0}  # fmt: skip
+    cfg = {**config4, "tumorlib": {**config4.get("tumorlib", {}), "training": training}}
+    card = model_card(cfg, None)
+    section = card[card.index("## How to reproduce") :].split("\n## ")[0]
+    assert "--model resnet50 --pretrained none --epochs 32 --lr 0.001 --mask-loss 0.5" in section
+    assert "--data d/figshare --data d/no --val-fraction 0.2 --seed 3" in section
+    assert "resnet50.tv_in1k" in section
+    cv = model_card({**cfg, "tumorlib": {"training": {**training, "folds": 5, "final": True}}}, None)
+    assert "--folds 5 --final" in cv and "--val-fraction" not in cv

