@@ -966,7 +966,9 @@ def build_demo(
             interactive=len(names) > 1,
             visible=bool(names),
         )
-        state = gr.State(None)
+        # The session's decoded image and heatmaps (for redraws): dropped with the upload, not kept for the
+        # life of the tab (Gradio keeps up to 10000 sessions).
+        state = gr.State(None, time_to_live=2 * CACHE_SECONDS)
 
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):

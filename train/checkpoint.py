@@ -1,11 +1,13 @@
 """Training checkpoints as safetensors: tensors in the file, everything else as JSON in its header.
 
 No pickle anywhere, so a checkpoint from an untrusted source cannot run code; written atomically,
-so a run killed mid-save leaves the previous checkpoint intact.
+so a run killed mid-save leaves the previous checkpoint intact. The header carries a SHA-256 of every
+tensor and header field, so a damaged file (a flipped bit safetensors itself would load) is refused on resume.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +22,10 @@ from tumorlib.errors import TumorlibError
 
 class CheckpointError(TumorlibError):
     """A checkpoint is damaged, truncated, or from another recipe."""
+
+
+#: The header field holding :func:`checkpoint_digest`.
+DIGEST = "sha256"
 
 
 def save_checkpoint(
@@ -46,7 +52,20 @@ def save_checkpoint(
         "param_groups": json.dumps(opt["param_groups"]),
         "plain_state": json.dumps(plain_state),
     }
+    header[DIGEST] = checkpoint_digest(tensors, header)
     save_tensors(tensors, path, metadata=header)
+
+
+def checkpoint_digest(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> str:
+    """SHA-256 over the header fields (but the digest) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in header if k != DIGEST):
+        h.update(f"{key}={header[key]}|".encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -59,10 +78,16 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         meta = json.loads(header["meta"])
         groups = json.loads(header["param_groups"])
         plain = json.loads(header["plain_state"])
+        rng = tensors["rng.torch"]
     except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
         raise CheckpointError(
             f"{path} is damaged or not a training checkpoint ({err}); delete it to restart."
         ) from None
+    expected = header.get(DIGEST)  # absent in checkpoints written before it was recorded
+    if expected is not None and checkpoint_digest(tensors, header) != expected:
+        raise CheckpointError(
+            f"{path} is damaged: its contents do not match the SHA-256 in its header; delete it to restart."
+        )
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
@@ -75,8 +100,11 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             state.setdefault(int(pid), {})[name] = value
     for pid, values in plain.items():
         state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        torch.set_rng_state(rng)
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path} does not fit this optimizer (another recipe?): {err}") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     return meta

@@ -92,7 +92,7 @@ def create_model(
     else:
         try:
             model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
-        except RuntimeError as err:
+        except (RuntimeError, ValueError, TypeError) as err:  # timm: unknown name; ValueError: a path-like name
             raise BundleError(f"Unknown timm architecture {architecture!r}: {err}") from None
         if source in ("imagenet-offline", "offline"):
             from .weights import offline_imagenet_weights
@@ -305,7 +305,7 @@ def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verif
         model = timm.create_model(
             architecture, pretrained=False, num_classes=num_classes, **config.get("model_args", {})
         )
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, TypeError) as err:  # unknown, path-like or non-string name; bad model_args
         raise BundleError(f"Unknown timm architecture {architecture!r} in {path}: {err}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .decode import decode_image
-from .errors import DatasetError
+from .errors import DatasetError, ImageError
 
 #: Every class the project knows, in the order models list them.
 CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "pituitary", "no_tumor")
@@ -101,8 +101,11 @@ class Record:
             return _read_mat(self.path)["mask"]
         if self.mask_path is None or not self.mask_path.exists():
             return None
-        with Image.open(self.mask_path) as im:
-            return np.asarray(im.convert("L")) > 127
+        try:
+            with Image.open(self.mask_path) as im:
+                return np.asarray(im.convert("L")) > 127
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise DatasetError(f"{self.mask_path}: the tumour mask could not be read ({err}).") from None
 
     def load(self) -> Sample:
         """Image, label, group and mask together."""
@@ -186,7 +189,7 @@ def read_class_folders(
         files += [(p, label) for p in sorted(sub.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not files:
         raise DatasetError(f"{root} has no class subfolders with images ({', '.join(CLASS_NAMES)}).")
-    hashes = np.stack([dhash(decode_image(p)) for p, _ in files])
+    hashes = np.stack([dhash(_decode_named(p)) for p, _ in files])
     cluster = duplicate_clusters(hashes, max_distance)
     prefix = root.name
     ids = [f"{prefix}/{p.relative_to(root).as_posix()}" for p, _ in files]
@@ -197,6 +200,14 @@ def read_class_folders(
         Record(id=ids[i], label=label, group=f"{prefix}/dup:{first[cluster[i]]}", path=p)
         for i, (p, label) in enumerate(files)
     ]
+
+
+def _decode_named(path: Path) -> np.ndarray:
+    """:func:`decode_image`, with the file's path in the message of any error (a dataset has many files)."""
+    try:
+        return decode_image(path)
+    except ImageError as err:
+        raise type(err)(f"{path}: {err}") from None
 
 
 def dhash(image: np.ndarray, size: int = 16) -> np.ndarray:

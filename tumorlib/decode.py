@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,18 +68,25 @@ def decode_image(
         path = Path(source)
         name = path.name
         try:
-            size = path.stat().st_size
+            info = path.stat()
         except FileNotFoundError:
             raise ImageError(f"File not found: {path}") from None
         except OSError as err:
             raise ImageError(f"Cannot read {path}: {err.strerror or err}") from None
-        if path.is_dir():
+        except ValueError as err:  # a NUL byte in the name
+            raise ImageError(f"{str(path)!r} is not a valid file name ({err}).") from None
+        if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"{path} is a folder, not an image file.")
-        if size > MAX_FILE_BYTES:
+        if not stat.S_ISREG(info.st_mode):  # a device or pipe (/dev/zero) would be read forever
+            raise ImageError(f"{path} is not a regular file.")
+        if info.st_size > MAX_FILE_BYTES:
             raise ImageTooLargeError(
-                f"{name} is {size / 2**20:.0f} MB; files over {MAX_FILE_BYTES // 2**20} MB are refused."
+                f"{name} is {info.st_size / 2**20:.0f} MB; files over {MAX_FILE_BYTES // 2**20} MB are refused."
             )
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise ImageError(f"Cannot read {path}: {err.strerror or err}") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -203,7 +211,8 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     if im.mode in ("LA", "La", "RGBA", "RGBa"):
         arr = np.asarray(im).astype(np.float32)
         # Transparent pixels become black, the background of an MRI slice.
-        return arr[..., :-1] * (arr[..., -1:] / 255.0)
+        out = arr[..., :-1] * (arr[..., -1:] / 255.0)
+        return out[..., 0] if out.shape[-1] == 1 else out  # greyscale + alpha: (H, W), not (H, W, 1)
     return np.asarray(im)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -85,9 +86,18 @@ def offline_imagenet_weights(architecture: str) -> Path:
     if out.is_file():
         return out
     src = source_file(architecture)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        state = torch.load(src, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    warnings.warn(
+        f"Reading the pickled file {src} once with torch.load(weights_only=True) (tensors only, no code runs) "
+        f"and converting it to safetensors in {out.parent}.",
+        UserWarning,
+        stacklevel=2,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            state = torch.load(src, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as err:
+        raise BundleError(f"{src} is damaged or holds more than tensors, so it was not loaded ({err}).") from None
     if not isinstance(state, dict):
         raise BundleError(f"{src} does not hold a state dict.")
     with_head = OFFLINE_SOURCES[architecture][2]
