@@ -59,7 +59,7 @@ def timm_probs(timm_id, config):
 
 
 def classifier_probs(source, revision=None):
-    clf = Classifier(load_bundle(source, revision=revision), device="cpu", precision="fp32")
+    clf = Classifier(load_bundle(source, revision=revision), device="cpu", variant="fp32")
     return [[p[label] for label in clf.labels] for p in clf.predict_batch(paths)]
 
 
@@ -236,7 +236,16 @@ def loaded(folder, env, pushed, pushed_again, evaluation_dir) -> dict:
     ``train.evaluate --model REPO`` (where that entry point exists)."""
     evaluate = None
     if (ROOT / "train" / "evaluate.py").is_file():
-        evaluate = ["--model", REPO, "--data", str(FIGSHARE), "--out", str(evaluation_dir / "metrics.json")]
+        evaluate = [
+            "--model",
+            REPO,
+            "--data",
+            str(FIGSHARE),
+            "--variant",
+            "fp32",
+            "--out",
+            str(evaluation_dir / "metrics.json"),
+        ]
         evaluate += ["--predictions", str(evaluation_dir / "predictions.csv"), "--bootstrap", "20", "--no-progress"]
     args = {
         "images": images(),
