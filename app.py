@@ -44,6 +44,7 @@ from tumorlib import BundleError, Classifier, ImageError, TumorlibError, decode_
 from tumorlib.batch import BatchItem, BatchLimits, iter_batch, plan_batch
 from tumorlib.bundle import CONFIG_NAME, WEIGHTS_NAME, resolve_bundle_dir
 from tumorlib.decode import SUPPORTED_FORMATS, decode_bytes
+from tumorlib.inference import reference_images
 from tumorlib.modelcard import split_front_matter
 
 log = logging.getLogger("tumorlib.app")
@@ -419,7 +420,7 @@ class DemoService:
 
     def _optimise(self, clf: Classifier) -> None:
         """Pick the fastest forward pass that gives fp32's answers on the example slices (at load)."""
-        images = [decode_image(p) for p in sorted(EXAMPLES_DIR.glob("*.jpg"))[:8]]
+        images = [decode_image(p) for p in reference_images()]
         if not images:
             return
         started = time.perf_counter()

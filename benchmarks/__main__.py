@@ -17,12 +17,10 @@ import torch
 
 from tumorlib.decode import decode_image
 from tumorlib.fileio import save_json
-from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier
+from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier, reference_images
 from tumorlib.runtime import STARTUP_VARIANTS
 
 from . import measure
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -71,7 +69,7 @@ def main(args: argparse.Namespace) -> dict:
     }
 
     app_clf = Classifier.from_pretrained(args.model, device="cpu")
-    examples = [decode_image(p) for p in sorted(EXAMPLES.glob("*.jpg"))[:8]]
+    examples = [decode_image(p) for p in reference_images()]  # what the app checks variants on
     selection = app_clf.optimise(examples, STARTUP_VARIANTS) if examples else {"chosen": app_clf.variant}
     app_variant = selection["chosen"]
     size = app_clf.size

@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> dict:
         records = [r for r, h in zip(records, held, strict=True) if h]
     if args.variant == "auto" and records:
         # The app's rule: the fastest variant that gives fp32's answers, checked on real slices.
-        clf.optimise([r.load_image() for r in records[:: max(1, len(records) // 8)][:8]])
+        clf.optimise([r.load_image() for r in records[:: max(1, len(records) // 32)][:32]])
     out = evaluate_model(clf, records, args.batch_size, progress=not args.no_progress)
     probs = softmax(out["logits"], clf.temperature)
     metrics = M.compute_metrics(
