@@ -55,8 +55,14 @@ def test_overview_renders_with_real_numbers(dashboard, tmp_path):
         page.goto(dashboard)
         metric = page.get_by_test_id("stMetric").first
         expect(metric).to_be_visible(timeout=90_000)
-        page.wait_for_timeout(1500)  # plotly charts draw after the metrics
-        shown = page.get_by_test_id("stMetricValue").all_inner_texts()
+        # Streamlit draws the cards one by one: read them once the row has stopped growing.
+        shown: list[str] = []
+        for _ in range(60):
+            page.wait_for_timeout(1000)
+            now = page.get_by_test_id("stMetricValue").all_inner_texts()
+            if len(now) > 1 and now == shown:
+                break
+            shown = now
         cards = [headline(load_metrics(run / "metrics.json")) for run in runs]
         assert any([c["value"] for c in card][: len(shown)] == shown[: len(card)] for card in cards), shown
         assert page.get_by_text("Traceback").count() == 0
