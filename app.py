@@ -19,6 +19,7 @@ Research demo: not a medical device, not for diagnosis. Uploads are not stored.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import importlib
 import importlib.util
 import json
@@ -928,6 +929,22 @@ the results table and a CSV.
 """
 
 
+def limit_heap_growth() -> None:
+    """Keep a long-running server's memory flat (glibc only; elsewhere a no-op).
+
+    Gradio answers from a pool of threads, and glibc gives each thread its own heap and raises its
+    mmap threshold after large frees, so image-sized buffers (decoded uploads, feature maps, ONNX
+    Runtime outputs) end up parked in many heaps. A fixed 1 MB threshold returns them to the OS at
+    once; two heaps are plenty when one model run holds the lock at a time.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def build_demo(
     model_dirs: Sequence[str | os.PathLike] | None = None,
     *,
@@ -941,6 +958,7 @@ def build_demo(
     Nothing is loaded unless ``preload`` (what ``python app.py`` does). The returned Blocks has its
     queue configured; start it with :func:`launch`.
     """
+    limit_heap_growth()
     if service is None:
         specs = specs_from(model_dirs) if model_dirs is not None else discover_models()
         service = DemoService(specs, explain=explain, gate=gate, optimise=preload)
