@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from tumorlib.data import read_datasets
 from tumorlib.decode import decode_image
 from tumorlib.inference import Classifier
 from tumorlib.runtime import agrees, available_variants, make_engine
+from tumorlib.runtime import time_calls as repeat
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = (ROOT / "samples" / "figshare", ROOT / "samples" / "class_folders")
@@ -27,18 +28,6 @@ def percentiles(times: Sequence[float]) -> dict:
     """p50 / p95 / mean of ``times`` (seconds) in milliseconds."""
     ms = np.asarray(times, dtype=np.float64) * 1000
     return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
-
-
-def repeat(fn: Callable[[], object], n: int, warmup: int = 2) -> list[float]:
-    """Seconds per call of ``fn`` over ``n`` timed calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def peak_gflops(dtype: torch.dtype, sizes: Sequence[int] = (2048, 4096), repeats: int = 5) -> dict:

@@ -23,7 +23,7 @@ from .runtime import (
     make_engine,
     median_ms,
     native_bf16,
-    time_engine,
+    time_calls,
 )
 from .transforms import MRITransform, create_transform
 
@@ -165,7 +165,7 @@ class Classifier:
                 results[variant] = {"error": f"{type(err).__name__}: {err}"}
                 continue
             setup = time.perf_counter() - started
-            ms = median_ms(time_engine(engine, one, repeats))
+            ms = median_ms(time_calls(lambda engine=engine: engine(one), repeats))
             if reference is None:
                 reference = probs
             ok, diff = agrees(reference, probs)

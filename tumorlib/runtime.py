@@ -267,14 +267,14 @@ def agrees(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float = 
     return same and diff <= tolerance, diff
 
 
-def time_engine(engine: Engine, batch: torch.Tensor, repeats: int = 5, warmup: int = 2) -> list[float]:
-    """Seconds per call of ``engine(batch)``, ``repeats`` times after ``warmup`` untimed calls."""
+def time_calls(fn: Callable[[], object], n: int = 5, warmup: int = 2) -> list[float]:
+    """Seconds per call of ``fn`` over ``n`` timed calls after ``warmup`` untimed ones (kernels picked)."""
     for _ in range(warmup):
-        engine(batch)
+        fn()
     times = []
-    for _ in range(repeats):
+    for _ in range(n):
         start = time.perf_counter()
-        engine(batch)
+        fn()
         times.append(time.perf_counter() - start)
     return times
 
