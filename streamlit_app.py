@@ -638,6 +638,14 @@ def section_explanations(view: View) -> None:
             )
         for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
             column.metric(label, value, help=help_text, border=True)
+        base = cam.get("baseline") if cam and isinstance(cam.get("baseline"), dict) else {}
+        if base.get("pointing_game") is not None and base.get("energy_in_mask") is not None:
+            # Without the chance level a pointing game means little: a fixed point at the centre scores too.
+            st.caption(
+                f"Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
+                f"{report.format_pct(base['pointing_game'])}; a uniform heatmap puts "
+                f"{report.format_pct(base['energy_in_mask'])} of its energy inside the mask."
+            )
     else:
         st.info(
             "This metrics.json has no Grad-CAM scores (its 'cam' section): the pointing-game score is not available."

@@ -207,6 +207,16 @@ def test_calibration_and_cross_validation(config4):
     assert f"| Accuracy | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% |" in card
 
 
+def test_grad_cam_scores_come_with_their_chance_levels(config4):
+    metrics = fake_metrics(LABELS4, seed=3)
+    metrics["cam"] = {"pointing_game": 0.0375, "energy_in_mask": 0.019, "n": 479}
+    card = model_card(config4, metrics)
+    assert "on 3.8% of slices (pointing game)" in card and "Chance levels" not in card
+    metrics["cam"]["baseline"] = {"pointing_game": 0.3, "energy_in_mask": 0.052}
+    card = model_card(config4, metrics)
+    assert "always peaks at the image centre scores 30.0%" in card and "puts 5.2% of its energy" in card
+
+
 def test_front_matter_helpers(config):
     card = model_card(config, None)
     data, body = split_front_matter(card)

@@ -535,6 +535,10 @@ def test_checks_table_only_with_stored_checks(metrics):
     table = report.checks_table(data)
     assert list(table["Value"]) == ["81.2%", "50.0%"]
     assert "n = 48" in table.loc[0, "Check"]
+    data["cam"]["baseline"] = {"pointing_game": 0.3125, "energy_in_mask": 0.041}
+    table = report.checks_table(data)
+    assert list(table["Value"]) == ["81.2%", "50.0%", "31.2%", "4.1%"]
+    assert "image centre" in table.loc[2, "Check"] and "uniform" in table.loc[3, "Check"]
 
 
 def test_per_class_figure_bars_and_intervals(metrics):

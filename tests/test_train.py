@@ -68,6 +68,9 @@ def test_cv_run_writes_every_output(cv_run):
     fold_cams = [json.loads((cv_run / f"fold{k}" / "metrics.json").read_text())["cam"] for k in (0, 1)]
     assert metrics["cam"]["n"] == sum(c["n"] for c in fold_cams) == 24
     assert 0 <= metrics["cam"]["pointing_game"] <= 1 and 0 <= metrics["cam"]["energy_in_mask"] <= 1
+    # The chance levels pool like the scores: weighted by each fold's number of masked slices.
+    pooled = sum(c["baseline"]["pointing_game"] * c["n"] for c in fold_cams) / 24
+    assert metrics["cam"]["baseline"]["pointing_game"] == pytest.approx(pooled)
 
 
 def test_cam_added_to_folds_finished_without_it(cv_run, tmp_path):
@@ -114,6 +117,28 @@ def test_evaluate_returns_the_schema(cv_run, tmp_path):
     with preds.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and rows[0]["path"].endswith(".jpg")
+
+
+def test_cam_report_states_the_chance_levels(tiny_bundle):
+    """Beside the pointing game: what a heatmap peaked at the image centre and a flat one would score."""
+    import cv2
+    import numpy as np
+
+    records = [r for r in read_datasets([FIGSHARE]) if r.mask_path is not None]
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
+    cam = evaluate_cli.cam_report(clf, records, list(range(len(records))), np.zeros(len(records), int),
+                                  "gradcam", None, 0, False)  # fmt: skip
+    hits, areas = [], []
+    for r in records:
+        mask = r.load_mask()
+        # Independent of mask_scores: distance from the centre pixel to the mask against the tolerance.
+        distance = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)
+        radius = max(1, round(15 * max(mask.shape) / 512))
+        hits.append(distance[mask.shape[0] // 2, mask.shape[1] // 2] <= radius)
+        areas.append(mask.sum() / mask.size)
+    assert cam["n"] == len(records) == 24 and 0 < np.mean(hits) < 1
+    assert cam["baseline"]["pointing_game"] == pytest.approx(np.mean(hits))
+    assert cam["baseline"]["energy_in_mask"] == pytest.approx(np.mean(areas))
 
 
 def test_evaluate_refuses_unknown_classes(tmp_path, tiny_bundle):

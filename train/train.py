@@ -881,6 +881,12 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
             "method": cams[0]["method"],
             "target": "true class, each fold's model on its held-out patients",
         }
+        base = [c["baseline"] for c in cams if isinstance(c.get("baseline"), dict)]
+        if len(base) == len(cams):
+            pooled["cam"]["baseline"] = {
+                key: sum(b[key] * c["n"] for b, c in zip(base, cams, strict=True)) / n
+                for key in ("pointing_game", "energy_in_mask")
+            } | {"how": base[0].get("how", "")}
     pooled["temperature"] = temperature
     pooled["calibration"] = {
         "method": "temperature scaling, cross-fitted across folds",

@@ -421,6 +421,13 @@ def _trust_section(metrics: Mapping | None) -> str:
             f"peak falls inside the tumour (dilated 15 px at 512 px) on {_pct(pointing)} of slices (pointing game); "
             f"{_pct(energy)} of the heatmap's energy lies inside the tumour mask."
         )
+        base = cam.get("baseline") if isinstance(cam.get("baseline"), Mapping) else {}
+        b_point, b_energy = _number(base.get("pointing_game")), _number(base.get("energy_in_mask"))
+        if b_point is not None and b_energy is not None:
+            lines[-1] += (
+                f" Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
+                f"{_pct(b_point)}, and a uniform one puts {_pct(b_energy)} of its energy inside the mask."
+            )
     refused, n_gate = _number(gate.get("refused_fraction")), _integer(gate.get("n"))
     if refused is not None and n_gate:
         lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices.")

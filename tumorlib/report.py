@@ -1106,6 +1106,10 @@ def _other_checks(metrics: Mapping) -> pd.DataFrame | None:
         n = f" (n = {_count(cam.get('n'))})"
         rows.append(("Grad-CAM pointing game" + n, format_pct(cam.get("pointing_game"))))
         rows.append(("Grad-CAM energy inside tumour mask" + n, format_pct(cam.get("energy_in_mask"))))
+        base = cam.get("baseline")
+        if isinstance(base, Mapping):
+            rows.append(("Chance: pointing game of the image centre", format_pct(base.get("pointing_game"))))
+            rows.append(("Chance: energy of a uniform map inside the mask", format_pct(base.get("energy_in_mask"))))
     if isinstance(gate, Mapping):
         rows.append(
             (f"Input gate: share refused (n = {_count(gate.get('n'))})", format_pct(gate.get("refused_fraction")))
