@@ -1,0 +1,243 @@
+"""The README's results tables, written from the committed metrics files (so the two cannot drift).
+
+    python -m train.tables "MobileNetV2=results/mnv2-3c-cv" "ResNet-50=results/r50-3c-cv"
+    python -m train.tables "models/default" "models/resnet50"
+    python -m train.tables --update README.md     # rewrite every generated block in place
+
+Each source is a run or bundle folder (or its metrics.json), optionally named ``Name=path``. When every
+source is a cross-validation run the output is the paper's two tables (overall and per class) with
+pooled out-of-fold figures and their spread over folds; otherwise one table of held-out figures with
+a column per model. The README carries the output between ``<!-- python -m train.tables ... -->`` and
+``<!-- end tables -->``; ``tests/test_readme.py`` regenerates every such block and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tumorlib import report
+from tumorlib.fileio import atomic_write_text
+from tumorlib.report import format_interval, format_pct
+
+_MACRO = ("specificity", "precision", "recall", "f1")
+
+
+def load_source(source: str) -> tuple[str, dict]:
+    """``Name=path`` or ``path`` (a folder with metrics.json, or the file) -> (name, metrics)."""
+    name, _, path = source.rpartition("=")
+    path = Path(path)
+    file = path / "metrics.json" if path.is_dir() else path
+    return name or str(path if path.is_dir() else path.parent), report.load_metrics(file)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _mean_std(summary: Any) -> str:
+    if not isinstance(summary, Mapping) or summary.get("mean") is None:
+        return report.MISSING
+    return f"{summary['mean'] * 100:.1f}% ± {summary.get('std', 0) * 100:.1f}"
+
+
+def _labels(runs: Mapping[str, Mapping]) -> list[str]:
+    labels: list[str] = []
+    for metrics in runs.values():
+        labels += [label for label in metrics.get("labels") or [] if label not in labels]
+    return labels
+
+
+def cv_tables(runs: Mapping[str, Mapping]) -> str:
+    """Table 1 (overall, macro) and Table 2 (per class) of the paper, one pair of columns per CV run."""
+    paper = report.PAPER
+    header = ["metric"]
+    for name, m in runs.items():
+        k = (m.get("cv_summary") or {}).get("n_folds") or len(m.get("folds") or [])
+        header += [f"{name}: pooled out-of-fold (95% CI)", f"{name}: mean ± std over {k} folds"]
+    header.append("paper (split unstated)")
+    rows = []
+    for key in ("accuracy", *_MACRO):
+        row = ["accuracy" if key == "accuracy" else f"macro {key}"]
+        for m in runs.values():
+            if key == "accuracy":
+                row += [
+                    format_interval(m.get("accuracy"), m.get("accuracy_ci")),
+                    _mean_std(m["cv_summary"]["accuracy"]),
+                ]
+            else:
+                macro = m.get("macro") or {}
+                row += [
+                    format_interval(macro.get(key), macro.get(f"{key}_ci")),
+                    _mean_std((m["cv_summary"].get("macro") or {}).get(key)),
+                ]
+        row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else report.NOT_TRANSCRIBED)
+        rows.append(row)
+    lines = [*_table(header, rows), ""]
+
+    header = ["class (one-vs-rest accuracy; recall / precision)"]
+    for name in runs:
+        header += [f"{name}: pooled (95% CI)", f"{name}: recall / precision", f"{name}: mean ± std over folds"]
+    header.append("paper")
+    rows = []
+    for label in _labels(runs):
+        row = [label]
+        for m in runs.values():
+            stats = (m.get("per_class") or {}).get(label) or {}
+            folds = ((m["cv_summary"].get("per_class") or {}).get(label) or {}).get("accuracy")
+            row += [
+                format_interval(stats.get("accuracy"), stats.get("accuracy_ci")),
+                f"{format_pct(stats.get('recall'))} / {format_pct(stats.get('precision'))}",
+                _mean_std(folds),
+            ]
+        paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
+        row.append(report.NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
+        rows.append(row)
+    lines += [*_table(header, rows), ""]
+    for name, m in runs.items():
+        lines.append(f"- {name}: {_calibration_text(m)} {_cam_text(m)}".rstrip())
+    return "\n".join(lines)
+
+
+def _calibration_text(m: Mapping) -> str:
+    if m.get("ece") is None:
+        return ""
+    method = (m.get("calibration") or {}).get("method") or "temperature scaling"
+    text = f"ECE {format_pct(m['ece'])} after {method} (T = {m.get('temperature', 1):.3f} fitted on all)"
+    before = m.get("ece_uncalibrated")
+    return text + (f"; {format_pct(before)} before." if before is not None else ".")
+
+
+def _cam_text(m: Mapping) -> str:
+    cam = m.get("cam") or {}
+    if cam.get("pointing_game") is None:
+        return ""
+    text = (
+        f"Grad-CAM pointing game {format_pct(cam['pointing_game'])}, energy in mask "
+        f"{format_pct(cam.get('energy_in_mask'))} ({cam.get('n', 0):,} tumour slices)"
+    )
+    base = cam.get("baseline") or {}
+    if base.get("pointing_game") is not None:
+        text += (
+            f"; chance levels on the same slices {format_pct(base['pointing_game'])} (a fixed point at the image "
+            f"centre) and {format_pct(base.get('energy_in_mask'))} (a uniform map)"
+        )
+    return text + "."
+
+
+def models_table(runs: Mapping[str, Mapping]) -> str:
+    """Held-out figures of evaluated bundles, one column per model."""
+    header = ["metric (95% CI, patient bootstrap)", *(f"`{name}`" for name in runs)]
+    rows: list[list[str]] = [["slices / patients", *(f"{m.get('n')} / {m.get('n_groups')}" for m in runs.values())]]
+    rows.append(["accuracy", *(format_interval(m.get("accuracy"), m.get("accuracy_ci")) for m in runs.values())])
+    for key in ("precision", "recall", "specificity", "f1"):
+        cells = [
+            format_interval((m.get("macro") or {}).get(key), (m.get("macro") or {}).get(f"{key}_ci"))
+            for m in runs.values()
+        ]
+        rows.append([f"macro {key}", *cells])
+    for label in _labels(runs):
+        cells = []
+        for m in runs.values():
+            stats = (m.get("per_class") or {}).get(label)
+            cells.append(format_interval(stats.get("recall"), stats.get("recall_ci")) if stats else report.MISSING)
+        rows.append([f"recall, {label}", *cells])
+    rows.append(["ECE after / before temperature scaling", *(_ece(m) for m in runs.values())])
+    rows.append(["Grad-CAM pointing game / energy in mask", *(_cam_cell(m) for m in runs.values())])
+    rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
+    rows.append(["gate: held-out MRI slices refused", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
+    rows.append(
+        [
+            "gate: non-MRI images refused",
+            *(_gate_cell((m.get("gate") or {}).get("non_mri_test") or {}) for m in runs.values()),
+        ]
+    )
+    rows = [r for r in rows if any(cell != report.MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
+    return "\n".join(_table(header, rows))
+
+
+def _ece(m: Mapping) -> str:
+    if m.get("ece") is None:
+        return report.MISSING
+    return f"{format_pct(m['ece'])} (T = {m.get('temperature', 1):.3f}) / {format_pct(m.get('ece_uncalibrated'))}"
+
+
+def _cam_cell(m: Mapping) -> str:
+    cam = m.get("cam") or {}
+    if cam.get("pointing_game") is None:
+        return report.MISSING
+    return f"{format_pct(cam['pointing_game'])} / {format_pct(cam.get('energy_in_mask'))} ({cam.get('n', 0):,} slices)"
+
+
+def _chance_cell(m: Mapping) -> str:
+    base = (m.get("cam") or {}).get("baseline") or {}
+    if base.get("pointing_game") is None:
+        return report.MISSING
+    return f"{format_pct(base['pointing_game'])} / {format_pct(base.get('energy_in_mask'))}"
+
+
+def _gate_cell(gate: Mapping) -> str:
+    if gate.get("refused_fraction") is None:
+        return report.MISSING
+    return f"{format_pct(gate['refused_fraction'])} of {gate.get('n', 0):,}"
+
+
+def render(sources: Sequence[str]) -> str:
+    """The markdown for these sources: CV tables when every one is a cross-validation run."""
+    runs = dict(load_source(s) for s in sources)
+    if all(isinstance(m.get("cv_summary"), Mapping) for m in runs.values()):
+        return cv_tables(runs)
+    return models_table(runs)
+
+
+BLOCK = re.compile(r"<!-- python -m train\.tables ([^\n]+?) -->\n(.*?)\n<!-- end tables -->", flags=re.S)
+
+
+def update(text: str) -> str:
+    """``text`` with every generated block rendered afresh from its own command line."""
+    return BLOCK.sub(
+        lambda m: (
+            f"<!-- python -m train.tables {m.group(1)} -->\n{render(shlex.split(m.group(1)))}\n<!-- end tables -->"
+        ),
+        text,
+    )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("sources", nargs="*", help="run or bundle folders (or metrics.json), optionally Name=path")
+    p.add_argument("--update", metavar="FILE", help="rewrite the generated blocks of this markdown file")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.update:
+            path = Path(args.update)
+            text = path.read_text()
+            fresh = update(text)
+            if fresh != text:
+                atomic_write_text(path, fresh)
+            print(f"{path}: {len(BLOCK.findall(text))} block(s), {'updated' if fresh != text else 'unchanged'}")
+        elif args.sources:
+            print(render(args.sources))
+        else:
+            print("error: give run or bundle folders, or --update FILE", file=sys.stderr)
+            return 2
+    except (report.ResultsError, report.ResultsFileError, KeyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
