@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -78,6 +79,21 @@ def test_mask_scores_by_hand():
     assert s["pointing_hit"] is False and s["energy_in_mask"] == pytest.approx(0.5 / 1.5)
     small = mask_scores(np.ones((256, 256), np.float32), np.pad(np.ones((64, 64), bool), 96))
     assert small["energy_in_mask"] == pytest.approx(64 * 64 / 256**2)
+    assert small["pointing_hit"] is True  # a flat map's peak is its centre, not the corner argmax gives
+
+
+def test_pointing_peak_of_an_upsampled_border_cell_is_the_cell_not_the_edge():
+    grid = np.zeros((4, 4), np.float32)
+    grid[0, 0] = 1.0  # the top-left cell: cv2's clamped upsampling makes a plateau out to the corner
+    heat = cv2.resize(grid, (512, 512), interpolation=cv2.INTER_LINEAR)
+    assert np.unravel_index(int(np.argmax(heat)), heat.shape) == (0, 0)
+    mask = np.zeros((512, 512), bool)
+    mask[55:75, 55:75] = True  # around the cell's centre (64, 64)
+    assert mask_scores(heat, mask)["pointing_hit"] is True
+    for top, left in ((0, 0), (20, 20), (0, 60)):  # the edge, and the plateau short of the centre
+        elsewhere = np.zeros((512, 512), bool)
+        elsewhere[top : top + 10, left : left + 10] = True
+        assert mask_scores(heat, elsewhere)["pointing_hit"] is False
 
 
 def test_real_slice_overlay_aligned(tiny_bundle, slice_path):

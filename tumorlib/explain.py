@@ -162,6 +162,20 @@ def overlay_with_mask(explanation: Explanation, mask: np.ndarray, opacity: float
     return Image.fromarray(small, "RGB")
 
 
+def _peak(heatmap: np.ndarray) -> tuple[int, int]:
+    """The heatmap's maximum; for a flat-topped maximum, its member farthest from the image border.
+
+    Upsampling a coarse map clamps at the borders, so a border cell's maximum is a plateau from the
+    cell's centre out to the image edge; ``argmax`` would return the plateau's first pixel, on the
+    edge. The most interior member is the cell's centre (and the middle of a flat map).
+    """
+    ys, xs = np.nonzero(heatmap >= heatmap.max())
+    h, w = heatmap.shape
+    inner = np.minimum(np.minimum(ys, h - 1 - ys), np.minimum(xs, w - 1 - xs))
+    best = int(np.argmax(inner))
+    return int(ys[best]), int(xs[best])
+
+
 def mask_scores(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float | bool]:
     """Pointing game (is the heatmap's peak inside the mask, dilated by 15 px at 512?) and energy share."""
     mask = mask.astype(bool)
@@ -170,7 +184,7 @@ def mask_scores(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float | bool
     radius = max(1, round(POINTING_TOLERANCE_512 * max(mask.shape) / 512))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     dilated = cv2.dilate(mask.astype(np.uint8), kernel) > 0
-    peak = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    peak = _peak(heatmap)
     total = float(heatmap.sum())
     return {
         "pointing_hit": bool(dilated[peak]) if total > 0 else False,
