@@ -605,6 +605,16 @@ def _gallery(view: View) -> None:
         st.info("No overlays match the filter.")
 
 
+def _ceiling_text(ceiling) -> str:
+    if not isinstance(ceiling, dict) or ceiling.get("pointing_game") is None or len(ceiling.get("grid") or []) != 2:
+        return ""
+    rows, cols = ceiling["grid"]
+    return (
+        f" The heatmap comes from a {rows} x {cols} feature grid: no heatmap of this model could point inside "
+        f"the tumour on more than {report.format_pct(ceiling['pointing_game'])} of these slices."
+    )
+
+
 def section_explanations(view: View) -> None:
     metrics = view.metrics
     header(view, "Explanations")
@@ -645,6 +655,7 @@ def section_explanations(view: View) -> None:
                 f"Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
                 f"{report.format_pct(base['pointing_game'])}; a uniform heatmap puts "
                 f"{report.format_pct(base['energy_in_mask'])} of its energy inside the mask."
+                + _ceiling_text(cam.get("ceiling"))
             )
     else:
         st.info(

@@ -108,3 +108,17 @@ def test_real_slice_overlay_aligned(tiny_bundle, slice_path):
     assert outlined.size == (256, 256)
     with pytest.raises(ValueError, match="Unknown class"):
         gradcam(clf, slice_path, target="astrocytoma")
+
+
+def test_grid_ceiling_is_whether_some_cell_centre_can_point_inside(tiny_bundle):
+    from tumorlib.explain import grid_ceiling
+
+    clf = Classifier.from_pretrained(tiny_bundle)  # 64 px input, no brain crop: cell centres at (i + 0.5) / g
+    image = np.zeros((512, 512), np.uint8)
+    small = np.zeros((512, 512), bool)
+    small[240:272, 240:272] = True  # at the image centre: 4 x 4 centres sit 64 px away, 2 x 2 and 8 x 8 miss too
+    assert not grid_ceiling(clf, image, small, (4, 4))
+    assert grid_ceiling(clf, image, small, (5, 5))  # the middle cell of an odd grid is the centre
+    corner = np.zeros((512, 512), bool)
+    corner[62:90, 62:90] = True  # holds the top-left cell centre of a 4 x 4 grid, not of a 5 x 5
+    assert grid_ceiling(clf, image, corner, (4, 4)) and not grid_ceiling(clf, image, corner, (5, 5))

@@ -215,6 +215,11 @@ def test_grad_cam_scores_come_with_their_chance_levels(config4):
     metrics["cam"]["baseline"] = {"pointing_game": 0.3, "energy_in_mask": 0.052}
     card = model_card(config4, metrics)
     assert "always peaks at the image centre scores 30.0%" in card and "puts 5.2% of its energy" in card
+    metrics["cam"]["ceiling"] = {"pointing_game": 0.409, "grid": [4, 4]}
+    assert (
+        "from a 4 x 4 feature grid, so no heatmap of this model could point inside the tumour on more than 40.9%"
+        in (model_card(config4, metrics))
+    )
 
 
 def test_front_matter_helpers(config):

@@ -539,6 +539,9 @@ def test_checks_table_only_with_stored_checks(metrics):
     table = report.checks_table(data)
     assert list(table["Value"]) == ["81.2%", "50.0%", "31.2%", "4.1%"]
     assert "image centre" in table.loc[2, "Check"] and "uniform" in table.loc[3, "Check"]
+    data["cam"]["ceiling"] = {"pointing_game": 0.409, "grid": [4, 4]}
+    table = report.checks_table(data)
+    assert table.loc[4, "Value"] == "40.9%" and "4 x 4 feature grid" in table.loc[4, "Check"]
 
 
 def test_per_class_figure_bars_and_intervals(metrics):

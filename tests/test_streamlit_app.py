@@ -374,7 +374,8 @@ def test_gallery_and_cam_scores_when_evaluation_exported_them(app, tmp_path):
     shutil.copytree(DEMO / "tiny-cv", run)
     metrics = _metrics("tiny-cv")
     metrics["cam"] = {"pointing_game": 0.8125, "energy_in_mask": 0.634, "n": 16,
-                      "baseline": {"pointing_game": 0.3125, "energy_in_mask": 0.041}}  # fmt: skip
+                      "baseline": {"pointing_game": 0.3125, "energy_in_mask": 0.041},
+                      "ceiling": {"pointing_game": 0.409, "grid": [4, 4]}}  # fmt: skip
     (run / "metrics.json").write_text(json.dumps(metrics))
     folder = run / "explanations"
     folder.mkdir()
@@ -392,6 +393,9 @@ def test_gallery_and_cam_scores_when_evaluation_exported_them(app, tmp_path):
     cards = {metric.label: metric.value for metric in at.metric}
     assert cards == {"Pointing game": "81.2%", "Energy in mask": "63.4%"}
     assert "image centre scores 31.2%" in _texts(at.caption) and "puts 4.1% of its energy" in _texts(at.caption)
+    assert "4 x 4 feature grid: no heatmap of this model could point inside the tumour on more than 40.9%" in _texts(
+        at.caption
+    )
     assert len(at.image) == 3
     assert "No explanations/ folder" not in _texts(at.info)
     at.radio(key="gallery_filter").set_value("Misclassified").run()
@@ -399,7 +403,7 @@ def test_gallery_and_cam_scores_when_evaluation_exported_them(app, tmp_path):
     # Overview lists the stored CAM scores under "Other checks".
     _show(at, "Overview")
     checks = at.dataframe[2].value
-    assert list(checks["Value"]) == ["81.2%", "63.4%", "31.2%", "4.1%"]
+    assert list(checks["Value"]) == ["81.2%", "63.4%", "31.2%", "4.1%", "40.9%"]
 
 
 def test_gallery_without_index_pages_through_the_pngs(app, tmp_path):

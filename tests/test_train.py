@@ -71,6 +71,7 @@ def test_cv_run_writes_every_output(cv_run):
     # The chance levels pool like the scores: weighted by each fold's number of masked slices.
     pooled = sum(c["baseline"]["pointing_game"] * c["n"] for c in fold_cams) / 24
     assert metrics["cam"]["baseline"]["pointing_game"] == pytest.approx(pooled)
+    assert metrics["cam"]["ceiling"]["grid"] == fold_cams[0]["ceiling"]["grid"]
 
 
 def test_cam_added_to_folds_finished_without_it(cv_run, tmp_path):
@@ -139,6 +140,9 @@ def test_cam_report_states_the_chance_levels(tiny_bundle):
     assert cam["n"] == len(records) == 24 and 0 < np.mean(hits) < 1
     assert cam["baseline"]["pointing_game"] == pytest.approx(np.mean(hits))
     assert cam["baseline"]["energy_in_mask"] == pytest.approx(np.mean(areas))
+    # test_resnet at 64 px: a 2 x 2 grid, whose four cell centres few tumours cover
+    assert cam["ceiling"]["grid"] == [2, 2] and 0 <= cam["ceiling"]["pointing_game"] < 1
+    assert cam["pointing_game"] <= cam["ceiling"]["pointing_game"]
 
 
 def test_evaluate_refuses_unknown_classes(tmp_path, tiny_bundle):

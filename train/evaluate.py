@@ -24,6 +24,7 @@ from tumorlib import metrics as M
 from tumorlib.bundle import load_extra
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
+from tumorlib.decode import decode_image
 from tumorlib.errors import DatasetError, TumorlibError
 from tumorlib.fileio import atomic_write_text, save_json
 from tumorlib.gate import has_gate
@@ -106,6 +107,7 @@ def cam_report(
     """Grad-CAM of the true class on every masked image: pointing game and energy inside the mask."""
     hits, energy, rows = [], [], []
     centre_hits, areas = [], []  # what a heatmap that knows nothing would score on the same slices
+    reachable, grid = [], None  # what the best heatmap on the model's feature grid could score
     export_dir = Path(export) if export else None
     chosen = set(indices[:: max(1, len(indices) // max(n_export, 1))][:n_export]) if export_dir else set()
     start = time.perf_counter()
@@ -114,7 +116,13 @@ def cam_report(
         mask = rec.load_mask()
         if mask is None:
             continue
-        exp = explain.gradcam(clf, rec.load_image(), target=rec.label, method=method)
+        decoded = decode_image(rec.load_image())
+        exp = explain.gradcam(clf, decoded, target=rec.label, method=method)
+        if grid is None:
+            with torch.inference_mode():
+                x = clf.transform(decoded)[None].to(clf.device)
+                grid = tuple(clf.bundle.model.forward_features(x).shape[-2:])
+        reachable.append(explain.grid_ceiling(clf, decoded, mask, grid))
         score = explain.mask_scores(exp.heatmap, mask)
         hits.append(score["pointing_hit"])
         energy.append(score["energy_in_mask"])
@@ -146,6 +154,8 @@ def cam_report(
             "energy_in_mask": float(np.mean(areas)) if n else None,
             "how": "pointing game of a heatmap peaked at the image centre; energy of a uniform heatmap",
         },
+        # The ceiling: the share of slices where some cell of the feature grid can point inside the mask.
+        "ceiling": {"pointing_game": float(np.mean(reachable)) if n else None, "grid": list(grid) if grid else None},
     }
 
 

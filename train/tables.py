@@ -131,6 +131,10 @@ def _cam_text(m: Mapping) -> str:
             f"; chance levels on the same slices {format_pct(base['pointing_game'])} (a fixed point at the image "
             f"centre) and {format_pct(base.get('energy_in_mask'))} (a uniform map)"
         )
+    ceiling = cam.get("ceiling") or {}
+    if ceiling.get("pointing_game") is not None and len(ceiling.get("grid") or []) == 2:
+        rows, cols = ceiling["grid"]
+        text += f"; ceiling on its {rows} x {cols} feature grid {format_pct(ceiling['pointing_game'])}"
     return text + "."
 
 
@@ -154,6 +158,7 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     rows.append(["ECE after / before temperature scaling", *(_ece(m) for m in runs.values())])
     rows.append(["Grad-CAM pointing game / energy in mask", *(_cam_cell(m) for m in runs.values())])
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
+    rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
     rows.append(["gate: held-out MRI slices refused", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
     rows.append(
         [
@@ -183,6 +188,13 @@ def _chance_cell(m: Mapping) -> str:
     if base.get("pointing_game") is None:
         return report.MISSING
     return f"{format_pct(base['pointing_game'])} / {format_pct(base.get('energy_in_mask'))}"
+
+
+def _ceiling_cell(m: Mapping) -> str:
+    ceiling = (m.get("cam") or {}).get("ceiling") or {}
+    if ceiling.get("pointing_game") is None or len(ceiling.get("grid") or []) != 2:
+        return report.MISSING
+    return f"{format_pct(ceiling['pointing_game'])} ({ceiling['grid'][0]} x {ceiling['grid'][1]})"
 
 
 def _gate_cell(gate: Mapping) -> str:

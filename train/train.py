@@ -887,6 +887,16 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
                 key: sum(b[key] * c["n"] for b, c in zip(base, cams, strict=True)) / n
                 for key in ("pointing_game", "energy_in_mask")
             } | {"how": base[0].get("how", "")}
+        ceil = [
+            c["ceiling"]
+            for c in cams
+            if isinstance(c.get("ceiling"), dict) and c["ceiling"].get("pointing_game") is not None
+        ]
+        if len(ceil) == len(cams):
+            pooled["cam"]["ceiling"] = {
+                "pointing_game": sum(e["pointing_game"] * c["n"] for e, c in zip(ceil, cams, strict=True)) / n,
+                "grid": ceil[0].get("grid"),
+            }
     pooled["temperature"] = temperature
     pooled["calibration"] = {
         "method": "temperature scaling, cross-fitted across folds",

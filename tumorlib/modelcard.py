@@ -428,6 +428,13 @@ def _trust_section(metrics: Mapping | None) -> str:
                 f" Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
                 f"{_pct(b_point)}, and a uniform one puts {_pct(b_energy)} of its energy inside the mask."
             )
+        ceiling = cam.get("ceiling") if isinstance(cam.get("ceiling"), Mapping) else {}
+        c_point, grid = _number(ceiling.get("pointing_game")), ceiling.get("grid")
+        if c_point is not None and isinstance(grid, list) and len(grid) == 2:
+            lines[-1] += (
+                f" The heatmap is upsampled from a {grid[0]} x {grid[1]} feature grid, so no heatmap of this model "
+                f"could point inside the tumour on more than {_pct(c_point)} of these slices."
+            )
     refused, n_gate = _number(gate.get("refused_fraction")), _integer(gate.get("n"))
     if refused is not None and n_gate:
         lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices.")

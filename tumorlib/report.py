@@ -1110,6 +1110,12 @@ def _other_checks(metrics: Mapping) -> pd.DataFrame | None:
         if isinstance(base, Mapping):
             rows.append(("Chance: pointing game of the image centre", format_pct(base.get("pointing_game"))))
             rows.append(("Chance: energy of a uniform map inside the mask", format_pct(base.get("energy_in_mask"))))
+        ceiling = cam.get("ceiling")
+        if isinstance(ceiling, Mapping) and isinstance(ceiling.get("grid"), Sequence) and len(ceiling["grid"]) == 2:
+            grid = f"{ceiling['grid'][0]} x {ceiling['grid'][1]}"
+            rows.append(
+                (f"Ceiling: best pointing game on the {grid} feature grid", format_pct(ceiling.get("pointing_game")))
+            )
     if isinstance(gate, Mapping):
         rows.append(
             (f"Input gate: share refused (n = {_count(gate.get('n'))})", format_pct(gate.get("refused_fraction")))
