@@ -247,3 +247,6 @@ def test_reproduce_section_follows_the_recorded_run(config4):
     assert "resnet50.tv_in1k" in section
     cv = model_card({**cfg, "tumorlib": {"training": {**training, "folds": 5, "final": True}}}, None)
     assert "--folds 5 --final" in cv and "--val-fraction" not in cv
+    assert "--output-stride" not in section
+    dilated = model_card({**cfg, "tumorlib": {"training": {**training, "output_stride": 16}}}, None)
+    assert "--mask-loss 0.5 --output-stride 16 --data d/figshare" in dilated

@@ -20,7 +20,7 @@ import yaml
 from train import evaluate as evaluate_cli
 from train.train import cli as train_cli
 from train.train import lr_factor, parse_args
-from tumorlib import Classifier, load_bundle
+from tumorlib import Classifier, decode_image, load_bundle
 from tumorlib.data import class_names, read_datasets
 
 from .conftest import FIGSHARE, FOLDERS, ROOT
@@ -204,6 +204,20 @@ def test_mask_loss_and_distillation_ship_only_the_classifier(tmp_path, tiny_bund
     keys = safetensors.torch.load_file(tmp_path / "aux" / "model.safetensors").keys()
     assert not [k for k in keys if "mask_head" in k or "hint" in k]
     load_bundle(tmp_path / "aux")  # strict load: exactly the timm architecture
+
+
+def test_output_stride_16_doubles_the_grad_cam_grid_and_travels_with_the_bundle(tmp_path):
+    code = train_cli(
+        ["--data", str(FIGSHARE), "--epochs", "1", "--val-fraction", "0", "--output-stride", "16", "--mask-loss", "0.5",
+         "--output", str(tmp_path), "--name", "os16", *TINY]
+    )  # fmt: skip
+    assert code == 0
+    bundle = load_bundle(tmp_path / "os16")
+    assert bundle.config["model_args"] == {"output_stride": 16}
+    clf = Classifier(bundle, variant="fp32")
+    x = clf.transform(decode_image(FIGSHARE / "images" / "2384.jpg"))[None]
+    assert tuple(clf.forward(x).maps.shape[-2:]) == (4, 4)  # 64 px / 16; stride 32 gives 2 x 2
+    assert yaml.safe_load((tmp_path / "os16" / "config.yaml").read_text())["output_stride"] == 16
 
 
 def test_yaml_config_and_flag_override(tmp_path):

@@ -82,6 +82,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--interpolation", default="bicubic")
     g.add_argument("--drop-rate", type=float, default=0.0)
     g.add_argument("--drop-path", type=float, default=0.0)
+    g.add_argument(
+        "--output-stride",
+        type=int,
+        default=32,
+        choices=[8, 16, 32],
+        help="16 dilates the last stage instead of striding it: a finer Grad-CAM grid (8 x 8 at 128 px), more compute",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=32)
@@ -174,6 +181,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mask_loss and (args.mixup or args.cutmix):
         parser.error("--mask-loss cannot be combined with --mixup/--cutmix (the masks would not be mixed)")
     return args
+
+
+def architecture_args(args: argparse.Namespace) -> dict:
+    """timm arguments that change the network's shape of computation: saved with the bundle's weights."""
+    stride = getattr(args, "output_stride", 32)
+    return {"output_stride": stride} if stride != 32 else {}
 
 
 def data_config(args: argparse.Namespace, mean=None, std=None) -> DataConfig:
@@ -495,7 +508,7 @@ def fit(
     kwargs = {"drop_rate": args.drop_rate} if args.drop_rate else {}
     if args.drop_path:
         kwargs["drop_path_rate"] = args.drop_path
-    net = create_model(args.model, len(labels), args.pretrained, **kwargs)
+    net = create_model(args.model, len(labels), args.pretrained, **kwargs, **architecture_args(args))
     # Keep the ImageNet mean/std of the weights we start from; our size, interpolation, preprocessing.
     data = data_config(args, net.pretrained_cfg.get("mean"), net.pretrained_cfg.get("std"))
     net.pretrained_cfg = {**net.pretrained_cfg, **data.to_pretrained_cfg()}
@@ -683,7 +696,15 @@ def export_bundle(
     """Save the bundle and record whether bf16 inference agrees with fp32 on a few of the run's images."""
     data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
     model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
-    save_bundle(model, out_dir, label_names=labels, data=data, temperature=temperature, extra=extra)
+    save_bundle(
+        model,
+        out_dir,
+        label_names=labels,
+        data=data,
+        temperature=temperature,
+        extra=extra,
+        model_args=architecture_args(args),
+    )
     check_images = [r.path for r in records[:: max(1, len(records) // 16)][:16] if r.kind == "file"]
     if check_images:
         update_config(out_dir, inference=check_bf16(load_bundle(out_dir), check_images))
@@ -833,7 +854,9 @@ def fold_cam(model: nn.Module, args, fold_dir: Path, test_records: list[Record],
     data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
     model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
     bundle_dir = fold_dir / "bundle"
-    save_bundle(model, bundle_dir, label_names=labels, data=data, dtype=torch.float32)
+    save_bundle(
+        model, bundle_dir, label_names=labels, data=data, dtype=torch.float32, model_args=architecture_args(args)
+    )
     clf = Classifier(load_bundle(bundle_dir), device="cpu", variant="fp32")
     preds = np.zeros(len(test_records), dtype=int)  # only used to caption exported overlays, none here
     return cam_report(clf, test_records, masked, preds, "gradcam", None, 0, False)
@@ -845,7 +868,7 @@ def add_fold_cam(args, fold_dir: Path, test_records: list[Record], labels: list[
     metrics = load_json(path)
     if "cam" in metrics or not (fold_dir / CHECKPOINT).exists():
         return
-    net = create_model(args.model, len(labels), None)
+    net = create_model(args.model, len(labels), None, **architecture_args(args))
     model = TrainModel(net, mask_head=args.mask_loss > 0)
     state = safetensors.torch.load_file(fold_dir / CHECKPOINT)
     own = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}

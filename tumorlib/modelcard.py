@@ -499,6 +499,8 @@ def _reproduce_section(config: Mapping) -> str:
         keys = ("model", "pretrained", "input_size", "epochs", "batch_size", "opt", "lr", "weight_decay", "sched",
                 "warmup_epochs", "label_smoothing", "mask_loss")  # fmt: skip
         flags = [f"--{k.replace('_', '-')} {t[k]}" for k in keys if t.get(k) not in (None, "", 0, 0.0)]
+        if t.get("output_stride") not in (None, 32):  # changes the network, so it must be repeated
+            flags.append(f"--output-stride {t['output_stride']}")
     flags += [f"--data {d}" for d in t.get("data") or []]
     if t.get("folds"):
         flags.append(f"--folds {t['folds']}" + (" --final" if t.get("final") else ""))
