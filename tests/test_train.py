@@ -91,6 +91,24 @@ def test_cam_added_to_folds_finished_without_it(cv_run, tmp_path):
     assert got["n"] == expected["n"] and got["pointing_game"] == pytest.approx(expected["pointing_game"])
 
 
+def test_a_damaged_fold_checkpoint_only_skips_that_folds_cam(cv_run, tmp_path, capsys):
+    from train.train import add_fold_cam
+
+    fold = tmp_path / "fold0"
+    shutil.copytree(cv_run / "fold0", fold)
+    m = json.loads((fold / "metrics.json").read_text())
+    del m["cam"]
+    (fold / "metrics.json").write_text(json.dumps(m))
+    data = bytearray((fold / "checkpoint.safetensors").read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside the tensors
+    (fold / "checkpoint.safetensors").write_bytes(bytes(data))
+    records = read_datasets([FIGSHARE, FOLDERS])
+    add_fold_cam(parse_args(["--data", "x", *TINY, "--folds", "2"]), fold, records[:4], class_names(records))
+    err = capsys.readouterr().err
+    assert "no Grad-CAM check for fold0" in err and "SHA-256" in err
+    assert json.loads((fold / "metrics.json").read_text()) == m
+
+
 def test_exported_bundle_is_the_plain_timm_model(cv_run):
     bundle = load_bundle(cv_run)
     assert bundle.labels == ["glioma", "meningioma", "pituitary", "no_tumor"]

@@ -68,18 +68,13 @@ def checkpoint_digest(tensors: dict[str, torch.Tensor], header: dict[str, str]) 
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model, optimizer and RNG state in place; return the saved ``meta``."""
-    path = Path(path)
+def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Header and tensors of a checkpoint whose SHA-256 matches; CheckpointError otherwise."""
     try:
         with safetensors.safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
         tensors = safetensors.torch.load_file(path)
-        meta = json.loads(header["meta"])
-        groups = json.loads(header["param_groups"])
-        plain = json.loads(header["plain_state"])
-        rng = tensors["rng.torch"]
-    except (OSError, ValueError, KeyError, safetensors.SafetensorError) as err:
+    except (OSError, ValueError, safetensors.SafetensorError) as err:
         raise CheckpointError(
             f"{path} is damaged or not a training checkpoint ({err}); delete it to restart."
         ) from None
@@ -88,6 +83,28 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         raise CheckpointError(
             f"{path} is damaged: its contents do not match the SHA-256 in its header; delete it to restart."
         )
+    return header, tensors
+
+
+def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Only the model's weights (training heads included) from a verified checkpoint."""
+    _, tensors = _read_verified(Path(path))
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model, optimizer and RNG state in place; return the saved ``meta``."""
+    path = Path(path)
+    header, tensors = _read_verified(path)
+    try:
+        meta = json.loads(header["meta"])
+        groups = json.loads(header["param_groups"])
+        plain = json.loads(header["plain_state"])
+        rng = tensors["rng.torch"]
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{path} is damaged or not a training checkpoint ({err}); delete it to restart."
+        ) from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
