@@ -107,13 +107,19 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS, m
     if len(data) == 0:
         raise EmptyImageError(f"{what}is empty (0 bytes).")
     kind = sniff(data, name)
-    if kind == "dicom":
-        return _finish(_decode_dicom(data, max_pixels, min_side), min_side)
-    if kind == "tiff":
-        return _finish(_decode_tiff(data, max_pixels, min_side), min_side)
-    if kind != "image":
+    if kind not in ("dicom", "tiff", "image"):
         raise UnsupportedFormatError(f"{what}is {kind}, not an image. Please upload {SUPPORTED_FORMATS}.")
-    return _finish(_decode_pil(data, what, max_pixels, min_side), min_side)
+    try:
+        if kind == "dicom":
+            return _finish(_decode_dicom(data, max_pixels, min_side), min_side)
+        if kind == "tiff":
+            return _finish(_decode_tiff(data, max_pixels, min_side), min_side)
+        return _finish(_decode_pil(data, what, max_pixels, min_side), min_side)
+    except (ImageTooLargeError, ImageTooSmallError) as err:
+        # Size checks run where the pixels are known, which is after the name is out of reach.
+        if name and not str(err).startswith(name):
+            raise type(err)(f"{name}: {err}") from None
+        raise
 
 
 def sniff(data: bytes, name: str = "") -> str:
