@@ -8,7 +8,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .bundle import Bundle, load_bundle
@@ -214,11 +213,9 @@ def check_bf16(bundle: Bundle, images: Sequence[ImageInput], repeats: int = 3) -
 
 def _time_per_image(engine: Engine, batch: torch.Tensor, repeats: int) -> float:
     """Best over ``repeats`` of the mean single-image time over ``batch``, in ms."""
-    engine(batch[:1])  # warm-up: first calls pick kernels
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
+
+    def one_pass() -> None:
         for i in range(len(batch)):
             engine(batch[i : i + 1])
-        best = min(best, (time.perf_counter() - start) / len(batch))
-    return best * 1000
+
+    return min(time_calls(one_pass, n=repeats, warmup=1)) * 1000 / len(batch)
