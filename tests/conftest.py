@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -71,3 +72,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def numbers_of(obj) -> list[float]:
+    """Every finite number anywhere in a nested dict/list."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in numbers_of(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in numbers_of(v)]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and math.isfinite(obj):
+        return [float(obj)]
+    return []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import numpy as np
@@ -19,6 +18,8 @@ from tumorlib.modelcard import (
     model_card,
     split_front_matter,
 )
+
+from .conftest import numbers_of
 
 LABELS4 = ["glioma", "meningioma", "pituitary", "no_tumor"]
 
@@ -51,17 +52,6 @@ def config4(config) -> dict:
 def front(card: str) -> dict:
     assert card.startswith("---\n")
     return yaml.safe_load(card.split("---\n", 2)[1])
-
-
-def numbers_of(obj) -> list[float]:
-    """Every finite number anywhere in a nested dict/list."""
-    if isinstance(obj, dict):
-        return [x for v in obj.values() for x in numbers_of(v)]
-    if isinstance(obj, list):
-        return [x for v in obj for x in numbers_of(v)]
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and math.isfinite(obj):
-        return [float(obj)]
-    return []
 
 
 def test_front_matter_is_hub_metadata(config):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import shlex
 
@@ -11,7 +10,7 @@ import pytest
 
 from train.tables import BLOCK, get_args_parser, main, render, update
 
-from .conftest import ROOT
+from .conftest import ROOT, numbers_of
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = BLOCK.findall(README)
@@ -27,20 +26,10 @@ def test_readme_tables_equal_the_metrics_files(args, body, monkeypatch):
     assert body == render(shlex.split(args)), f"regenerate with: python -m train.tables {args}"
 
 
-def _numbers(obj) -> list[float]:
-    if isinstance(obj, dict):
-        return [x for v in obj.values() for x in _numbers(v)]
-    if isinstance(obj, list):
-        return [x for v in obj for x in _numbers(v)]
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and math.isfinite(obj):
-        return [float(obj)]
-    return []
-
-
 @pytest.mark.parametrize("bundle", sorted(p.parent.name for p in (ROOT / "models").glob("*/README.md")))
 def test_model_card_percentages_come_from_its_metrics(bundle):
     folder = ROOT / "models" / bundle
-    allowed = {f"{100 * v:.1f}" for v in _numbers(json.loads((folder / "metrics.json").read_text()))}
+    allowed = {f"{100 * v:.1f}" for v in numbers_of(json.loads((folder / "metrics.json").read_text()))}
     body = (folder / "README.md").read_text().split("---\n", 2)[2]
     percents = re.findall(r"(\d+\.\d)(?:%| ±|–)", body)
     assert len(percents) > 20
