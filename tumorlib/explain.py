@@ -162,11 +162,12 @@ def grid_ceiling(classifier, decoded: np.ndarray, mask: np.ndarray, grid: tuple[
     be won when some cell's centre lands inside the (dilated) mask: at 4 x 4 most small tumours miss
     every centre. Each cell is tried through the same mapping :func:`gradcam` uses.
     """
+    target = _pointing_target(mask)  # dilated once, not once per cell
     for i in range(grid[0]):
         for j in range(grid[1]):
             one = np.zeros(grid, dtype=np.float32)
             one[i, j] = 1.0
-            if mask_scores(to_heatmap(classifier, one, decoded), mask)["pointing_hit"]:
+            if target[_peak(to_heatmap(classifier, one, decoded))]:
                 return True
     return False
 
@@ -197,14 +198,19 @@ def _peak(heatmap: np.ndarray) -> tuple[int, int]:
     return int(ys[best]), int(xs[best])
 
 
+def _pointing_target(mask: np.ndarray) -> np.ndarray:
+    """The mask dilated by the pointing game's tolerance (15 px at 512, scaled with the image)."""
+    radius = max(1, round(POINTING_TOLERANCE_512 * max(mask.shape) / 512))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), kernel) > 0
+
+
 def mask_scores(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float | bool]:
     """Pointing game (is the heatmap's peak inside the mask, dilated by 15 px at 512?) and energy share."""
     mask = mask.astype(bool)
     if heatmap.shape != mask.shape:
         raise ValueError(f"heatmap {heatmap.shape} and mask {mask.shape} differ in size")
-    radius = max(1, round(POINTING_TOLERANCE_512 * max(mask.shape) / 512))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    dilated = cv2.dilate(mask.astype(np.uint8), kernel) > 0
+    dilated = _pointing_target(mask)
     peak = _peak(heatmap)
     total = float(heatmap.sum())
     return {
