@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 import app
-from tumorlib import DEFAULT_MODEL_DIR, Classifier, decode_image
+from tumorlib import DEFAULT_MODEL_DIR, decode_image
 from tumorlib.errors import ImageError
 
 from .conftest import FIGSHARE, FOLDERS, ROOT, free_port
@@ -88,10 +88,12 @@ def test_concurrent_clients_get_their_answers_and_memory_stays_flat(server, bad_
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    _, port, cache = server
+    demo, port, cache = server
     url = f"http://127.0.0.1:{port}/"
-    direct = Classifier.from_pretrained(DEFAULT_MODEL_DIR)
-    expected = {path: direct.predict(path) for path in GOOD}
+    # The server's own classifier, with the forward pass it chose at start: any variant within
+    # runtime.TOLERANCE (0.01) of fp32 may win the timing, so fp32's answers are not the reference.
+    _, served_clf = demo.service.registry.get()
+    expected = {path: served_clf.predict(path) for path in GOOD}
     bad = list(bad_files)
     # One request in four is bad; each client starts at another file.
     plan = [
@@ -138,7 +140,7 @@ def test_concurrent_clients_get_their_answers_and_memory_stays_flat(server, bad_
             label, overlay, summary = out
             probs = expected[path]
             top = max(probs, key=probs.get)
-            assert label["label"] == top, path.name
+            assert label["label"] == top, (path.name, label, probs)
             served = {c["label"]: c["confidence"] for c in label["confidences"]}
             assert max(abs(served[k] - probs[k]) for k in probs) < 1e-3, path.name
             assert overlay and "Brain-MRI check passed" in summary

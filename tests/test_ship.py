@@ -54,8 +54,57 @@ def test_ship_writes_the_model_folder_and_the_results(run, tmp_path):
     assert abs(sum(probs.values()) - 1) < 1e-5
 
 
-def test_ship_refuses_a_cross_validation_run(tmp_path, capsys):
-    (tmp_path / "cv").mkdir()
-    (tmp_path / "cv" / "metrics.json").write_text(json.dumps({"cv_summary": {}}))
-    assert ship_cli([str(tmp_path / "cv"), str(tmp_path / "m"), *DATA, "--val-fraction", "0.2"]) == 2
-    assert "not a finished single-split run" in capsys.readouterr().err and not (tmp_path / "m").exists()
+@pytest.fixture(scope="module")
+def cv_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv")
+    args = [*DATA, "--folds", "2", "--final", "--epochs", "1", "--output", str(out), "--name", "cv", *TINY]
+    assert train_cli(args) == 0
+    return out / "cv"
+
+
+def test_ship_cv_final_carries_the_out_of_fold_figures_and_temperature(cv_run, tmp_path):
+    to, results = tmp_path / "models" / "cv", tmp_path / "results" / "cv"
+    assert ship_cli([str(cv_run), str(to), "--results", str(results)]) == 0
+    metrics = json.loads((to / "metrics.json").read_text())
+    pooled = json.loads((cv_run / "metrics.json").read_text())
+    # The final model saw every patient: its figures are the folds' pooled out-of-fold ones, said so.
+    assert metrics["accuracy"] == pooled["accuracy"] and metrics["n"] == pooled["n"]
+    assert metrics["split"].startswith("out of fold") and "all patients" in metrics["split"]
+    assert metrics["calibration"]["temperature"] == load_bundle(to).temperature == pooled["temperature"]
+    assert len(metrics["calibration"]["fold_temperatures"]) == 2
+    assert metrics["gate"]["non_mri_test"]["n"] > 20
+    card = (to / "README.md").read_text()
+    assert f"{metrics['accuracy'] * 100:.1f}%" in card and "out of fold" in card and "--folds 2 --final" in card
+    assert {p.name for p in results.iterdir()} >= {"metrics.json", "predictions.csv", "fold0", "fold1"}
+    assert {p.name for p in (results / "fold1").iterdir()} == {"metrics.json", "predictions.csv", "history.csv"}
+    assert sum(1 for _ in (results / "predictions.csv").open()) == metrics["n"] + 1
+    assert not list(results.rglob("*.safetensors"))
+    assert abs(sum(Classifier.from_pretrained(to).predict(FIGSHARE / "images" / "2384.jpg").values()) - 1) < 1e-5
+
+
+def test_ship_cv_results_only_needs_no_final_model(cv_run, tmp_path, capsys):
+    no_final = tmp_path / "nofinal"
+    (no_final / "fold0").mkdir(parents=True)
+    for name in ("metrics.json", "predictions.csv", "config.yaml"):
+        (no_final / name).write_bytes((cv_run / name).read_bytes())
+    (no_final / "fold0" / "metrics.json").write_bytes((cv_run / "fold0" / "metrics.json").read_bytes())
+    results = tmp_path / "results"
+    assert ship_cli([str(no_final), "--results", str(results)]) == 0
+    assert (
+        json.loads((results / "metrics.json").read_text())["accuracy"]
+        == json.loads((cv_run / "metrics.json").read_text())["accuracy"]
+    )
+    assert (results / "fold0" / "metrics.json").is_file()
+    # Asked for a model folder, it says why there is none.
+    assert ship_cli([str(no_final), str(tmp_path / "m")]) == 2
+    assert "without --final" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_ship_says_what_is_missing(run, tmp_path, capsys):
+    assert ship_cli([str(tmp_path), str(tmp_path / "m")]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
+    assert ship_cli([str(run), "--results", str(tmp_path / "r")]) == 2
+    assert "give one after the run folder" in capsys.readouterr().err
+    assert ship_cli([str(run), str(tmp_path / "m")]) == 2
+    assert "give --data and --val-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()

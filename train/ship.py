@@ -1,13 +1,18 @@
-"""Ship a finished run as a model folder: held-out evaluation as served, the non-MRI check, the card.
+"""Ship a finished run as a model folder: honest figures, the non-MRI check, the card.
 
     python -m train.ship runs/r50-4c-val models/resnet50 --results results/r50-4c-val \\
         --data ../shared/data/figshare --data ../shared/data/br35h_sartaj --val-fraction 0.2
+    python -m train.ship runs/mnv2-4c-cv models/mobilenetv2 --results results/mnv2-4c-cv
+    python -m train.ship runs/r50-3c-cv --results results/r50-3c-cv
 
-The run must be a single-split run (``--val-fraction``): its bundle is scored by ``train.evaluate``
-on the same held-out patients it was validated on, and never on patients it trained on. The model
-folder gets the bundle files, that evaluation's ``metrics.json`` (plus the not-an-MRI test and how the
-temperature was fitted) and a model card; ``--results`` also copies the run's history, config and
-per-slice predictions for the dashboard. Nothing else is written.
+A single-split run (``--val-fraction``): its bundle is scored by ``train.evaluate`` on the same
+held-out patients it was validated on, and never on patients it trained on. A cross-validation run
+with ``--final``: the bundle was trained on every patient, so its figures are the pooled out-of-fold
+ones (each slice scored by the fold model that never saw its patient) and its temperature was fitted
+on them. The model folder gets the bundle files, ``metrics.json`` (plus the not-an-MRI test and how
+the temperature was fitted) and a model card; ``--results`` writes the dashboard's copy of the
+figures, history, config and per-slice predictions (and each fold's), and works without a model
+folder for a CV run that has no final model. No weights go to ``--results``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from . import evaluate
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors")
 RESULT_FILES = ("config.yaml", "history.csv", "status.json")
+FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
 
 
 def non_mri_check(model_dir: Path) -> dict:
@@ -59,10 +65,10 @@ def calibration_note(run_metrics: dict, temperature: float) -> dict:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("run", help="finished single-split run folder (python -m train --val-fraction ...)")
-    p.add_argument("to", help="model folder to write, e.g. models/resnet50")
-    p.add_argument("--data", action="append", required=True, help="the run's dataset folders; repeatable")
-    p.add_argument("--val-fraction", type=float, required=True, help="the run's validation fraction")
+    p.add_argument("run", help="finished run folder: single split (--val-fraction) or cross-validation")
+    p.add_argument("to", nargs="?", help="model folder to write, e.g. models/resnet50")
+    p.add_argument("--data", action="append", help="single split: the run's dataset folders; repeatable")
+    p.add_argument("--val-fraction", type=float, help="single split: the run's validation fraction")
     p.add_argument("--seed", type=int, default=0, help="the run's seed")
     p.add_argument("--results", help="also write the dashboard's results folder here")
     p.add_argument("--variant", default="auto", help="forward-pass variant to score with (default: as the app)")
@@ -71,10 +77,95 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    run, to = Path(args.run), Path(args.to)
+    run = Path(args.run)
+    if not (run / "metrics.json").is_file():
+        raise TumorlibError(f"{run} has no metrics.json: not a finished run (a CV run writes it after its last fold).")
     run_metrics = load_json(run / "metrics.json")
-    if "cv_summary" in run_metrics or not (run / "model.safetensors").is_file():
-        raise TumorlibError(f"{run} is not a finished single-split run (no model.safetensors, or a CV run).")
+    cv = "cv_summary" in run_metrics
+    has_model = (run / "model.safetensors").is_file()
+    if args.to and not has_model:
+        what = "a cross-validation run without --final" if cv else "not a finished run"
+        raise TumorlibError(f"{run} has no model.safetensors ({what}): there is no model to ship.")
+    if not cv and not args.to:
+        raise TumorlibError("A single-split run ships to a model folder: give one after the run folder.")
+    if not cv and (not args.data or args.val_fraction is None):
+        raise TumorlibError("A single-split run is scored on its held-out patients: give --data and --val-fraction.")
+    if cv:
+        metrics = ship_cv(run, run_metrics, Path(args.to) if args.to else None)
+    else:
+        metrics = ship_single(run, run_metrics, Path(args.to), args)
+    if args.results:
+        write_results(run, Path(args.results), metrics, cv)
+    if args.to:
+        gate = (metrics.get("gate") or {}).get("non_mri_test") or {}
+        print(
+            f"{args.to}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro']['f1']:.4f}, "
+            f"ECE {metrics['ece']:.4f}, non-MRI refused {gate.get('refused_fraction', float('nan')):.4f}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
+    """A CV run's pooled out-of-fold figures; with a model folder, also its final (all-data) bundle."""
+    metrics = dict(run_metrics)
+    n_folds = len(metrics.get("folds") or [])
+    config = load_json(run / "config.json") if (run / "config.json").is_file() else {}
+    split = (config.get("tumorlib") or {}).get("split") or f"{n_folds}-fold cross-validation grouped by patient"
+    metrics["split"] = f"out of fold, {split}: every slice is scored by the fold model that never saw its patient" + (
+        ". The shipped weights were then trained on all patients with the same recipe" if to else ""
+    )
+    if to is None:
+        return metrics
+    copy_bundle(run, to)
+    metrics["model"] = str(to)
+    metrics["calibration"] = dict(metrics.get("calibration") or {}) | {
+        "temperature": metrics["temperature"],
+        "fitted_on": "the pooled out-of-fold logits of all folds",
+        "note": (
+            "The temperature was fitted on the pooled out-of-fold predictions, which come from the fold models, "
+            "not from the shipped one. The ECE quoted is cross-fitted: each fold's slices are scaled by the "
+            "temperature fitted on the other folds."
+        ),
+    }
+    gate_cfg = (load_json(to / "config.json").get("tumorlib") or {}).get("gate")
+    if gate_cfg:
+        metrics["gate"] = {"thresholds_from": gate_cfg.get("thresholds_from"), "non_mri_test": non_mri_check(to)}
+    save_json(metrics, to / "metrics.json")
+    atomic_write_text(to / "README.md", model_card(load_json(to / "config.json"), metrics))
+    return metrics
+
+
+def copy_bundle(run: Path, to: Path) -> None:
+    to.mkdir(parents=True, exist_ok=True)
+    for name in BUNDLE_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, to / name)
+
+
+def write_results(run: Path, results: Path, metrics: dict, cv: bool) -> None:
+    """The dashboard's copy: figures, per-slice predictions, history, config (and each fold's); no weights."""
+    results.mkdir(parents=True, exist_ok=True)
+    save_json(metrics, results / "metrics.json")
+    for name in RESULT_FILES:
+        if (run / name).is_file():
+            shutil.copy2(run / name, results / name)
+    if cv:
+        shutil.copy2(run / "predictions.csv", results / "predictions.csv")
+        for fold in sorted(run.glob("fold*")):
+            if (fold / "metrics.json").is_file():
+                (results / fold.name).mkdir(exist_ok=True)
+                for name in FOLD_FILES:
+                    if (fold / name).is_file():
+                        shutil.copy2(fold / name, results / fold.name / name)
+        return
+    shutil.copy2(run / "eval-heldout.csv", results / "predictions.csv")
+    if (run / "explanations").is_dir():
+        shutil.copytree(run / "explanations", results / "explanations", dirs_exist_ok=True)
+
+
+def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace) -> dict:
+    """A single-split run: ``train.evaluate`` of the bundle as served, on the run's held-out patients."""
     eval_args = [
         "--model", str(run), "--val-fraction", str(args.val_fraction), "--seed", str(args.seed),
         "--out", str(run / "eval-heldout.json"), "--predictions", str(run / "eval-heldout.csv"),
@@ -84,10 +175,7 @@ def main(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     metrics = evaluate.main(evaluate.get_args_parser().parse_args(eval_args))
 
-    to.mkdir(parents=True, exist_ok=True)
-    for name in BUNDLE_FILES:
-        if (run / name).is_file():
-            shutil.copy2(run / name, to / name)
+    copy_bundle(run, to)
     metrics["model"] = str(to)
     if "gate" in metrics:
         metrics["gate"]["non_mri_test"] = non_mri_check(to)
@@ -101,24 +189,7 @@ def main(args: argparse.Namespace) -> int:
         }
     save_json(metrics, to / "metrics.json")
     atomic_write_text(to / "README.md", model_card(load_json(to / "config.json"), metrics))
-
-    if args.results:
-        results = Path(args.results)
-        results.mkdir(parents=True, exist_ok=True)
-        save_json(metrics, results / "metrics.json")
-        for name in RESULT_FILES:
-            if (run / name).is_file():
-                shutil.copy2(run / name, results / name)
-        shutil.copy2(run / "eval-heldout.csv", results / "predictions.csv")
-        if (run / "explanations").is_dir():
-            shutil.copytree(run / "explanations", results / "explanations", dirs_exist_ok=True)
-    gate = (metrics.get("gate") or {}).get("non_mri_test") or {}
-    print(
-        f"{to}: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro']['f1']:.4f}, ECE {metrics['ece']:.4f}, "
-        f"variant {metrics['variant']}, non-MRI refused {gate.get('refused_fraction', float('nan')):.4f}",
-        file=sys.stderr,
-    )
-    return 0
+    return metrics
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,11 +19,10 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from tumorlib import report
 from tumorlib.fileio import atomic_write_text
-from tumorlib.report import format_interval, format_pct
+from tumorlib.report import format_interval, format_mean_std, format_pct
 
 _MACRO = ("specificity", "precision", "recall", "f1")
 
@@ -42,12 +41,6 @@ def _row(cells: Sequence[str]) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
-
-
-def _mean_std(summary: Any) -> str:
-    if not isinstance(summary, Mapping) or summary.get("mean") is None:
-        return report.MISSING
-    return f"{summary['mean'] * 100:.1f}% ± {summary.get('std', 0) * 100:.1f}"
 
 
 def _labels(runs: Mapping[str, Mapping]) -> list[str]:
@@ -72,13 +65,13 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             if key == "accuracy":
                 row += [
                     format_interval(m.get("accuracy"), m.get("accuracy_ci")),
-                    _mean_std(m["cv_summary"]["accuracy"]),
+                    format_mean_std(m["cv_summary"]["accuracy"]),
                 ]
             else:
                 macro = m.get("macro") or {}
                 row += [
                     format_interval(macro.get(key), macro.get(f"{key}_ci")),
-                    _mean_std((m["cv_summary"].get("macro") or {}).get(key)),
+                    format_mean_std((m["cv_summary"].get("macro") or {}).get(key)),
                 ]
         row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else report.NOT_TRANSCRIBED)
         rows.append(row)
@@ -97,7 +90,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             row += [
                 format_interval(stats.get("accuracy"), stats.get("accuracy_ci")),
                 f"{format_pct(stats.get('recall'))} / {format_pct(stats.get('precision'))}",
-                _mean_std(folds),
+                format_mean_std(folds),
             ]
         paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
         row.append(report.NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))

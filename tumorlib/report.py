@@ -42,6 +42,7 @@ __all__ = [
     "explanation_caption",
     "fold_table",
     "format_interval",
+    "format_mean_std",
     "format_pct",
     "headline",
     "history_figure",
@@ -222,7 +223,8 @@ def _auc_ci_text(ci: Any) -> str:
     return "" if bounds is None else f"{bounds[0]:.3f}–{bounds[1]:.3f}"
 
 
-def _mean_std(summary: Any) -> str:
+def format_mean_std(summary: Any) -> str:
+    """``{"mean": 0.894, "std": 0.034}`` as "89.4 ± 3.4%" (a fold summary of :func:`summarize_folds`)."""
     if not isinstance(summary, Mapping):
         return MISSING
     mean, std = _num(summary.get("mean")), _num(summary.get("std"))
@@ -353,7 +355,7 @@ def paper_table1(metrics: Mapping) -> pd.DataFrame:
         record = {"Metric": name, _ours_column(metrics): format_interval(value, ci)}
         if isinstance(cv, Mapping):
             summary = cv.get("accuracy") if key == "accuracy" else (cv.get("macro") or {}).get(key)
-            record[FOLD_COLUMN] = _mean_std(summary)
+            record[FOLD_COLUMN] = format_mean_std(summary)
         record["Paper"] = format_pct(paper[key]) if key in paper else NOT_TRANSCRIBED
         records.append(record)
     return pd.DataFrame.from_records(records)
@@ -370,7 +372,7 @@ def paper_table2(metrics: Mapping) -> pd.DataFrame:
             _ours_column(metrics): format_interval(stats.get("accuracy"), stats.get("accuracy_ci")),
         }
         if isinstance(cv_classes, Mapping):
-            record[FOLD_COLUMN] = _mean_std((cv_classes.get(label) or {}).get("accuracy"))
+            record[FOLD_COLUMN] = format_mean_std((cv_classes.get(label) or {}).get("accuracy"))
         paper_value = (PAPER["per_class"].get(label) or {}).get("accuracy")
         record["Paper"] = NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value)
         records.append(record)
@@ -445,7 +447,7 @@ def fold_table(metrics: Mapping) -> pd.DataFrame | None:
     cv = metrics.get("cv_summary") or {}
     summary = {"Fold": "Mean ± std"}
     for column, group, key in _FOLD_COLUMNS:
-        summary[column] = _mean_std(((cv.get(group) or {}) if group else cv).get(key))
+        summary[column] = format_mean_std(((cv.get(group) or {}) if group else cv).get(key))
     summary["n"] = MISSING
     records.append(summary)
     return pd.DataFrame.from_records(records)
