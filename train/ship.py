@@ -1,6 +1,6 @@
 """Ship a finished run as a model folder: honest figures, the non-MRI check, the card.
 
-    python -m train.ship runs/r50-4c-val models/resnet50 --results results/r50-4c-val \\
+    python -m train.ship runs/r50-4c-val models/default --results results/r50-4c-val \\
         --data ../shared/data/figshare --data ../shared/data/br35h_sartaj --val-fraction 0.2
     python -m train.ship runs/mnv2-4c-cv models/mobilenetv2 --results results/mnv2-4c-cv
     python -m train.ship runs/r50-3c-cv --results results/r50-3c-cv
@@ -66,7 +66,7 @@ def calibration_note(run_metrics: dict, temperature: float) -> dict:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run", help="finished run folder: single split (--val-fraction) or cross-validation")
-    p.add_argument("to", nargs="?", help="model folder to write, e.g. models/resnet50")
+    p.add_argument("to", nargs="?", help="model folder to write, e.g. models/mobilenetv2")
     p.add_argument("--data", action="append", help="single split: the run's dataset folders; repeatable")
     p.add_argument("--val-fraction", type=float, help="single split: the run's validation fraction")
     p.add_argument("--seed", type=int, default=0, help="the run's seed")

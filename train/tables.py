@@ -1,7 +1,7 @@
 """The README's results tables, written from the committed metrics files (so the two cannot drift).
 
     python -m train.tables "MobileNetV2=results/mnv2-3c-cv" "ResNet-50=results/r50-3c-cv"
-    python -m train.tables "models/default" "models/resnet50"
+    python -m train.tables "models/default" "models/mobilenetv2"
     python -m train.tables --update README.md     # rewrite every generated block in place
 
 Each source is a run or bundle folder (or its metrics.json), optionally named ``Name=path``. When every
