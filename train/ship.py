@@ -128,11 +128,11 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
             "temperature fitted on the other folds."
         ),
     }
-    gate_cfg = (load_json(to / "config.json").get("tumorlib") or {}).get("gate")
+    gate_cfg = (config.get("tumorlib") or {}).get("gate")  # the run's config.json is the bundle's, copied
     if gate_cfg:
         metrics["gate"] = {"thresholds_from": gate_cfg.get("thresholds_from"), "non_mri_test": non_mri_check(to)}
     save_json(metrics, to / "metrics.json")
-    atomic_write_text(to / "README.md", model_card(load_json(to / "config.json"), metrics))
+    atomic_write_text(to / "README.md", model_card(config, metrics))
     return metrics
 
 
