@@ -471,7 +471,7 @@ class DemoService:
         with self.registry.lock(name):
             # One forward pass: the gate reads the pooled features of the classifying pass.
             probabilities, out = clf.predict_with_features(image)
-            result = self._check_gate(clf, image, out.features[0].numpy())
+            result = self._check_gate(clf, image, out)
             if result is not None and not bool(result.is_mri):
                 raise NotBrainMRIError(result, image)
         return Analysis(
@@ -493,14 +493,14 @@ class DemoService:
         check = getattr(self.gate, "has_gate", None)
         return bool(check(clf)) if callable(check) else True
 
-    def _check_gate(self, clf: Classifier, image: np.ndarray, features: np.ndarray | None = None) -> Any:
+    def _check_gate(self, clf: Classifier, image: np.ndarray, outputs: Any = None) -> Any:
         """The gate's verdict, or None when there is no gate for this model."""
         if not self.has_gate(clf):
             return None
         try:
-            return self.gate.check(clf, image, features=features)
-        except LookupError:  # the model has no gate statistics after all
-            log.warning("The gate has no statistics for this model; classifying without it")
+            return self.gate.check(clf, image, outputs=outputs)
+        except LookupError as err:  # the model has no usable gate statistics after all
+            log.warning("Classifying without the not-an-MRI gate: %s", err)
             return None
 
     def _explain(

@@ -84,7 +84,7 @@ def variant_report(
         image = decode_image(path)
         _, out = clf.predict_with_features(image)
         if has:
-            gate.check(clf, image, features=out.features[0].numpy())
+            gate.check(clf, image, outputs=out)
 
     e2e = repeat(app_path, n)
     out = {

@@ -78,7 +78,7 @@ class FakeGate:
 
     threshold = 0.5
 
-    def check(self, classifier, image, features=None):
+    def check(self, classifier, image, outputs=None):
         score = float(np.mean(image))
         ok = score <= self.threshold
         reason = "" if ok else "it is mostly bright, unlike an MRI slice with its black background."
@@ -359,12 +359,10 @@ def gated_bundle(tiny_bundle, tmp_path_factory, sample_paths) -> Path:
     clf = Classifier.from_pretrained(folder)
     names = pd.read_csv(FIGSHARE / "metadata.csv").set_index("index")["label_name"]
     slices = [p for p in sample_paths if p.parent == FIGSHARE / "images"]
-    features = gate.pooled_features(clf.bundle.model, torch.stack([clf.preprocess(p) for p in slices]))
-    stats = gate.fit(features, [LABELS3.index(names[int(p.stem)]) for p in slices], dims=8)
-    settings = gate.thresholds(stats, features, quantile=1.0)
-    # Headroom: these tests are about the app's wiring, not where the thresholds sit.
-    settings["distance_threshold"] *= 1.5
-    settings["residual_threshold"] *= 1.5
+    features, widths = gate.model_input(clf.bundle.model, torch.stack([clf.preprocess(p) for p in slices]))
+    stats = gate.fit_stages(features, [LABELS3.index(names[int(p.stem)]) for p in slices], widths, dims=8)
+    settings = gate.thresholds(gate.stage_statistics(stats, features, widths), widths, quantile=1.0)
+    settings["threshold"] *= 1.5  # headroom: these tests are about the app's wiring, not where the thresholds sit
     save_extra(folder, gate.GATE_NAME, stats)
     update_config(folder, gate=settings)
     return folder

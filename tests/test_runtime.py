@@ -70,7 +70,7 @@ def test_optimise_keeps_only_agreeing_variants(tiny_bundle, sample_paths, cache,
 
         def __call__(self, batch):
             out = rt.EagerEngine(clf.model, clf.device)(batch)
-            return rt.Outputs(-out.logits, out.features, out.maps)
+            return out._replace(logits=-out.logits)
 
     real = rt.make_engine
     monkeypatch.setattr(
@@ -125,3 +125,14 @@ def test_a_nonlinear_head_uses_autograd():
     model.fc = torch.nn.Sequential(torch.nn.Linear(model.num_features, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     model.get_classifier = lambda: model.fc
     assert linear_head(model.eval()) is None
+
+
+def test_every_engine_reports_the_early_stages_the_gate_reads(tiny_bundle, sample_paths):
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
+    x = torch.stack([clf.preprocess(p) for p in sample_paths[:3]])
+    heads = rt.Heads(clf.model)
+    reference = clf.forward(x)
+    assert reference.stages.shape == (3, sum(heads.stage_widths())) and len(heads.stage_widths()) == rt.EARLY_STAGES
+    if rt.onnx_available():
+        onnx = rt.make_engine("onnx", clf.model, clf.device, clf.size)(x)
+        assert torch.allclose(onnx.stages, reference.stages, atol=1e-4, rtol=1e-3)

@@ -69,8 +69,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: bool = False) -> dict:
-    """Raw logits, pooled features and labels of every record, in record order (one forward pass each);
-    raises if any image cannot be read."""
+    """Raw logits, the gate's input (pooled stages and features) and labels of every record, in record
+    order (one forward pass each); raises if any image cannot be read."""
     unknown = sorted({r.label for r in records} - set(clf.labels))
     if unknown:
         raise DatasetError(
@@ -82,7 +82,7 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
         out = clf.forward(batch["image"])
         logits.append(out.logits)
-        features.append(out.features)
+        features.append(torch.from_numpy(gate.gate_input(out)))
         labels.append(batch["label"])
     return {
         "logits": torch.cat(logits).numpy(),
@@ -92,13 +92,18 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
 
 
 def gate_report(clf: Classifier, features: np.ndarray) -> dict:
-    """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate)."""
+    """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate);
+    ``features``: the gate input of each slice (:func:`tumorlib.gate.gate_input`)."""
     settings = clf.bundle.section["gate"]
-    dist, share = gate.statistics(load_extra(clf.bundle, gate.GATE_NAME), features)
-    refused = sum(not gate.decide(settings, float(d), float(r), 0.0).is_mri for d, r in zip(dist, share, strict=True))
-    # Colour is not checked here: the dataset is read in greyscale; uploads get that check too.
+    if settings.get("method") != gate.METHOD:
+        raise gate.GateUnavailableError(
+            f"the model's gate statistics are of an older kind ({settings.get('method')!r}); refit them with train.gate"
+        )
+    values = gate.stage_statistics(load_extra(clf.bundle, gate.GATE_NAME), features, settings["stage_widths"])
+    refused = int((gate.scores(settings, values) > 1.0).sum())
+    # Colour and blank images are not checked here: the dataset is read in greyscale; uploads get them too.
     n = len(features)
-    return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual"}
+    return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual, per stage"}
 
 
 def cam_report(
@@ -183,7 +188,10 @@ def main(args: argparse.Namespace) -> dict:
     )
     preds = out["logits"].argmax(1)
     if has_gate(clf):
-        metrics["gate"] = gate_report(clf, out["features"])
+        try:
+            metrics["gate"] = gate_report(clf, out["features"])
+        except gate.GateUnavailableError as err:
+            print(f"warning: no gate figures: {err}", file=sys.stderr)
     masked = [i for i, r in enumerate(records) if r.mask_path is not None or r.kind == "mat"]
     if masked and not args.no_cam:
         if args.cam_max:

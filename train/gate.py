@@ -25,17 +25,19 @@ from tumorlib.transforms import create_transform
 
 
 def features_of(model: torch.nn.Module, records: list[Record], labels: list[str], transform, batch_size: int = 64):
-    """Pooled features and class indices of ``records`` through the serving transform."""
+    """The gate input (pooled stages and features), class indices and stage widths of ``records``
+    through the serving transform."""
     ds = SliceDataset(records, labels, transform, cache=False)
-    feats, ys = [], []
+    feats, ys, widths = [], [], []
     for batch in DataLoader(ds, batch_size=batch_size):
-        feats.append(gate.pooled_features(model, batch["image"]))
+        x, widths = gate.model_input(model, batch["image"])
+        feats.append(x)
         ys.append(batch["label"].numpy())
-    return np.concatenate(feats), np.concatenate(ys)
+    return np.concatenate(feats), np.concatenate(ys), widths
 
 
 def fit_bundle_gate(
-    bundle_dir, train_records: list[Record], heldout_records: list[Record] | None, quantile: float = 0.995
+    bundle_dir, train_records: list[Record], heldout_records: list[Record] | None, quantile: float = 0.99
 ) -> dict:
     """Write ``gate.safetensors`` and the thresholds into the bundle; return the settings.
 
@@ -45,19 +47,30 @@ def fit_bundle_gate(
     bundle = load_bundle(bundle_dir)
     transform = create_transform(bundle.data_config)
     labels = bundle.labels
-    train_x, train_y = features_of(bundle.model, train_records, labels, transform)
-    stats = gate.fit(train_x, train_y)
+    train_x, train_y, widths = features_of(bundle.model, train_records, labels, transform)
+    stats = gate.fit_stages(train_x, train_y, widths)
     if heldout_records:
-        held_x, _ = features_of(bundle.model, heldout_records, labels, transform)
-        settings = gate.thresholds(stats, held_x, quantile)
+        held_x, _, _ = features_of(bundle.model, heldout_records, labels, transform)
+        values = gate.stage_statistics(stats, held_x, widths)
+        half = train_val_split(heldout_records, 0.5, seed=0)
         how = "held-out patients"
     else:
         half = train_val_split(train_records, 0.5, seed=0)
-        parts = [gate.thresholds(gate.fit(train_x[~h], train_y[~h]), train_x[h], quantile) for h in (half, ~half)]
-        settings = {k: max(p[k] for p in parts) if "threshold" in k else parts[0][k] for k in parts[0]}
-        settings["n_heldout"] = len(train_x)
+        values = np.empty((len(train_x), 2 * len(widths)))
+        for h in (half, ~half):
+            values[h] = gate.stage_statistics(gate.fit_stages(train_x[~h], train_y[~h], widths), train_x[h], widths)
         how = "two patient-grouped halves of the training slices, cross-fitted"
-    settings.update(n_fit=len(train_x), method="mahalanobis+residual", thresholds_from=how)
+    settings = gate.thresholds(values, widths, quantile)
+    # The share refused of the very slices that set the thresholds is the quantile by construction;
+    # the honest figure sets them on one half of the patients and counts refusals on the other.
+    refused = sum(
+        int((gate.scores(gate.thresholds(values[~h], widths, quantile), values[h]) > 1.0).sum()) for h in (half, ~half)
+    )
+    settings.update(
+        n_fit=len(train_x),
+        thresholds_from=how,
+        mri_refused_crossfit=refused / len(values),
+    )
     save_extra(bundle_dir, gate.GATE_NAME, stats)
     update_config(bundle_dir, gate=settings)
     return settings
@@ -67,9 +80,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Fit the not-an-MRI gate of a model bundle.", add_help=add_help)
     p.add_argument("model", help="bundle folder")
     p.add_argument("--data", action="append", required=True, help="the training data of the model; repeatable")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="as given to the trainer")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="as given to the trainer; 0: trained on all of --data"
+    )
     p.add_argument("--seed", type=int, default=0, help="as given to the trainer")
-    p.add_argument("--quantile", type=float, default=0.995, help="share of held-out slices to accept")
+    p.add_argument("--quantile", type=float, default=0.99, help="share of held-out slices to accept")
     p.add_argument("--threads", type=int, default=None)
     return p
 
@@ -78,11 +93,15 @@ def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     records = read_datasets(args.data)
-    val = train_val_split(records, args.val_fraction, args.seed)
-    train_r = [r for r, v in zip(records, val, strict=True) if not v]
-    held_r = [r for r, v in zip(records, val, strict=True) if v]
+    if args.val_fraction == 0:  # a model trained on every slice (``--final``): cross-fitted halves
+        train_r, held_r = records, []
+    else:
+        val = train_val_split(records, args.val_fraction, args.seed)
+        train_r = [r for r, v in zip(records, val, strict=True) if not v]
+        held_r = [r for r, v in zip(records, val, strict=True) if v]
     settings = fit_bundle_gate(args.model, train_r, held_r, args.quantile)
-    print(f"gate fitted on {len(train_r)} slices, thresholds from {len(held_r)} held-out: {settings}", file=sys.stderr)
+    where = settings["thresholds_from"]
+    print(f"gate fitted on {len(train_r)} slices, thresholds from {where}: {settings}", file=sys.stderr)
     return settings
 
 

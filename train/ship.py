@@ -46,6 +46,19 @@ def non_mri_check(model_dir: Path) -> dict:
     }
 
 
+def mri_refusal(settings: dict) -> dict:
+    """The gate's refusal of real MRI slices, cross-fitted (the share refused of the slices that set the
+    thresholds would be the quantile by construction, so the evaluation's own figure is not used)."""
+    out = {"thresholds_from": settings.get("thresholds_from")}
+    if settings.get("mri_refused_crossfit") is not None:
+        out.update(
+            refused_fraction=settings["mri_refused_crossfit"],
+            n=settings.get("n_heldout"),
+            checks="cross-fitted: thresholds set on one half of the patients, refusals counted on the other",
+        )
+    return out
+
+
 def calibration_note(run_metrics: dict, temperature: float) -> dict:
     """How the shipped temperature was fitted, with the training run's honest (cross-fitted) ECE."""
     note = {
@@ -130,7 +143,7 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     }
     gate_cfg = (config.get("tumorlib") or {}).get("gate")  # the run's config.json is the bundle's, copied
     if gate_cfg:
-        metrics["gate"] = {"thresholds_from": gate_cfg.get("thresholds_from"), "non_mri_test": non_mri_check(to)}
+        metrics["gate"] = {**mri_refusal(gate_cfg), "non_mri_test": non_mri_check(to)}
     save_json(metrics, to / "metrics.json")
     atomic_write_text(to / "README.md", model_card(config, metrics))
     return metrics
@@ -178,7 +191,8 @@ def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace
     copy_bundle(run, to)
     metrics["model"] = str(to)
     if "gate" in metrics:
-        metrics["gate"]["non_mri_test"] = non_mri_check(to)
+        gate_cfg = (load_json(to / "config.json").get("tumorlib") or {}).get("gate") or {}
+        metrics["gate"].update(mri_refusal(gate_cfg), non_mri_test=non_mri_check(to))
     metrics["calibration"] = calibration_note(run_metrics, metrics["temperature"])
     if run_metrics.get("accuracy") is not None:
         # Older runs validated under bf16 autocast, which can differ from the served float32 model.

@@ -152,7 +152,7 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     rows.append(["Grad-CAM pointing game / energy in mask", *(_cam_cell(m) for m in runs.values())])
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
     rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
-    rows.append(["gate: held-out MRI slices refused", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
+    rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
     rows.append(
         [
             "gate: non-MRI images refused",

@@ -1,11 +1,14 @@
 """The not-an-MRI gate: refuse inputs unlike the slices the model was trained on, before naming a tumour.
 
-Two measured statistics on the model's own pooled features (Lee et al. 2018, Mahalanobis OOD):
-the distance to the nearest class mean in a whitened principal subspace, and the share of the
-feature vector that subspace cannot explain (photos and drawings light up directions MRI slices
-never use). Each has a threshold set on held-out MRI slices (a high quantile, so about 1% of real
-slices would be refused at most); an input over either is refused. A cheap colour check runs first:
-MRI slices carry no colour. Statistics live in the bundle's ``gate.safetensors``, settings in the
+Measured statistics on the model's own features (Lee et al. 2018, Mahalanobis OOD, on several
+layers): for the pooled outputs of the last three stages, the distance to the nearest class mean in
+a whitened principal subspace, and the share of the feature vector that subspace cannot explain
+(photos and drawings light up directions MRI slices never use). Earlier stages see texture and
+contrast that the last one has learnt to ignore, which is what lets a star field or a photograph in
+greyscale through a last-layer-only gate. Each statistic is scaled by its high quantile on held-out
+MRI slices; the largest scaled statistic is the score, and its own held-out quantile is the
+threshold (about 1% of real slices refused). Two cheap checks run first: a blank image, and colour
+(MRI slices carry none). Statistics live in the bundle's ``gate.safetensors``, settings in the
 config's ``tumorlib.gate``.
 """
 
@@ -23,6 +26,10 @@ from .errors import TumorlibError
 GATE_NAME = "gate"
 #: Hasler & Süsstrunk colourfulness (0-255 scale) above which an image is a colour picture, not an MRI.
 COLOURFULNESS_LIMIT = 20.0
+#: Standard deviation of the decoded image (0-1 scale) below which it is blank: one flat shade.
+BLANK_LIMIT = 0.01
+METHOD = "multi-stage mahalanobis+residual"
+STATISTICS = ("distance", "residual")
 
 
 class GateUnavailableError(TumorlibError, LookupError):
@@ -34,7 +41,7 @@ class GateResult:
     """Whether the input looks like a brain MRI slice of the kind the model knows, and why not."""
 
     is_mri: bool
-    score: float  # the larger of the two statistics, each divided by its threshold: > 1 refuses
+    score: float  # the largest scaled statistic divided by the threshold: > 1 refuses
     threshold: float
     reason: str
     checks: dict = field(default_factory=dict)
@@ -49,10 +56,20 @@ def colourfulness(image: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+def gate_input(outputs) -> np.ndarray:
+    """The gate's input (N, S + D) from one forward pass's :class:`~tumorlib.runtime.Outputs`: the
+    pooled early stages, then the pre-logit features."""
+    return torch.cat([outputs.stages.float(), outputs.features.float()], dim=1).numpy()
+
+
 @torch.no_grad()
-def pooled_features(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
-    """The pre-logit pooled features (N, D) of a transformed batch, in float32."""
-    return model.forward_head(model.forward_features(batch.float()), pre_logits=True).float().numpy()
+def model_input(model: torch.nn.Module, batch: torch.Tensor) -> tuple[np.ndarray, list[int]]:
+    """:func:`gate_input` of a transformed batch through the eager model, and the width of each stage."""
+    from .runtime import Heads, Outputs
+
+    heads = Heads(model).eval()
+    out = Outputs(*heads(batch.float()))
+    return gate_input(out), [*heads.stage_widths(), int(out.features.shape[1])]
 
 
 def fit(features: np.ndarray, labels: Sequence[int], dims: int = 64) -> dict[str, torch.Tensor]:
@@ -91,23 +108,66 @@ def statistics(stats: dict[str, torch.Tensor], features: np.ndarray) -> tuple[np
     return np.sqrt(np.maximum(d2.min(axis=1), 0)), share
 
 
-def thresholds(stats: dict[str, torch.Tensor], heldout_features: np.ndarray, quantile: float = 0.995) -> dict:
-    """Thresholds at the ``quantile`` of held-out in-distribution slices, for the config's ``tumorlib.gate``."""
-    dist, share = statistics(stats, heldout_features)
+def _blocks(x: np.ndarray, widths: Sequence[int]) -> list[np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != sum(widths):
+        raise ValueError(f"gate input of shape {x.shape} does not match stage widths {list(widths)}")
+    return np.split(x, np.cumsum(widths)[:-1], axis=1)
+
+
+def fit_stages(x: np.ndarray, labels: Sequence[int], widths: Sequence[int], dims: int = 64) -> dict[str, torch.Tensor]:
+    """:func:`fit` on each stage's block of the gate input; keys ``"<stage>.<name>"``. A subspace keeps at most
+    half of its stage's dimensions: one spanning a narrow stage whole would leave a residual of rounding noise."""
     return {
-        "distance_threshold": float(np.quantile(dist, quantile)),
-        "residual_threshold": float(np.quantile(share, quantile)),
-        "quantile": quantile,
-        "n_heldout": len(dist),
-        "colourfulness_limit": COLOURFULNESS_LIMIT,
+        f"{i}.{k}": v
+        for i, block in enumerate(_blocks(x, widths))
+        for k, v in fit(block, labels, min(dims, max(1, block.shape[1] // 2))).items()
     }
 
 
-def decide(settings: dict, distance: float, residual: float, colour: float) -> GateResult:
-    """Apply the stored thresholds to one image's statistics."""
-    dist_t, res_t = settings["distance_threshold"], settings["residual_threshold"]
-    checks = {"distance": distance, "residual": residual, "colourfulness": colour}
-    score = max(distance / dist_t, residual / res_t)
+def stage_statistics(stats: dict[str, torch.Tensor], x: np.ndarray, widths: Sequence[int]) -> np.ndarray:
+    """Every statistic of every stage, (N, 2 x stages): distance then residual, stage by stage."""
+    columns = []
+    for i, block in enumerate(_blocks(x, widths)):
+        columns += statistics({k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith(f"{i}.")}, block)
+    return np.stack(columns, axis=1)
+
+
+def thresholds(
+    heldout: np.ndarray, widths: Sequence[int], quantile: float = 0.99, scale_quantile: float = 0.995
+) -> dict:
+    """Settings for the config's ``tumorlib.gate`` from the :func:`stage_statistics` of held-out MRI slices:
+    each statistic's ``scale_quantile`` as its scale, the ``quantile`` of the largest scaled one as the threshold."""
+    heldout = np.asarray(heldout, dtype=np.float64)
+    scales = np.quantile(heldout, scale_quantile, axis=0)
+    threshold = float(np.quantile((heldout / scales).max(axis=1), quantile))
+    return {
+        "method": METHOD,
+        "stage_widths": [int(w) for w in widths],
+        "scales": [float(v) for v in scales],
+        "threshold": threshold,
+        "quantile": quantile,
+        "scale_quantile": scale_quantile,
+        "n_heldout": len(heldout),
+        "colourfulness_limit": COLOURFULNESS_LIMIT,
+        "blank_limit": BLANK_LIMIT,
+    }
+
+
+def scores(settings: dict, values: np.ndarray) -> np.ndarray:
+    """The gate score of each row of :func:`stage_statistics`: over 1 refuses."""
+    return (np.atleast_2d(values) / np.asarray(settings["scales"])).max(axis=1) / settings["threshold"]
+
+
+def decide(settings: dict, values: np.ndarray, colour: float = 0.0, contrast: float = 1.0) -> GateResult:
+    """Apply the stored settings to one image's statistics, colourfulness and contrast (std, 0-1)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    names = [f"stage{i}_{s}" for i in range(len(values) // 2) for s in STATISTICS]
+    checks = {**dict(zip(names, map(float, values), strict=True)), "colourfulness": colour, "contrast": contrast}
+    score = float(scores(settings, values)[0])
+    if contrast < settings.get("blank_limit", BLANK_LIMIT):
+        reason = "This image is blank (one flat shade): there is nothing to classify. Please upload a brain MRI slice."
+        return GateResult(False, score, 1.0, reason, checks)
     if colour > settings.get("colourfulness_limit", COLOURFULNESS_LIMIT):
         reason = "This is a colour picture; MRI slices are greyscale. Please upload a brain MRI slice."
         return GateResult(False, score, 1.0, reason, checks)
@@ -120,25 +180,30 @@ def decide(settings: dict, distance: float, residual: float, colour: float) -> G
     return GateResult(True, score, 1.0, "Looks like a brain MRI slice of the kind the model was trained on.", checks)
 
 
-def check(classifier, image: ImageInput, features: np.ndarray | None = None) -> GateResult:
+def check(classifier, image: ImageInput, outputs=None) -> GateResult:
     """Decide whether ``image`` may be classified by ``classifier`` (needs a bundle with gate statistics).
 
-    ``features``: the pooled features of this image from the classifier's own forward pass
+    ``outputs``: this image's :class:`~tumorlib.runtime.Outputs` from the classifier's own forward pass
     (:meth:`Classifier.predict_with_features`), so the check costs no second pass.
     """
     from .bundle import load_extra
 
     settings = classifier.bundle.section.get("gate")
+    if settings and settings.get("method") != METHOD:
+        raise GateUnavailableError(
+            f"This model's gate statistics are of an older kind ({settings.get('method')!r}); "
+            "refit them with `python -m train.gate`."
+        )
     cached = classifier.__dict__.get("_gate_stats")
     stats = cached if cached is not None else (load_extra(classifier.bundle, GATE_NAME) if settings else None)
     classifier.__dict__["_gate_stats"] = stats  # verified and read once per loaded model
     if stats is None:
         raise GateUnavailableError("This model has no not-an-MRI gate statistics (gate.safetensors).")
     decoded = decode_image(image)
-    if features is None:
-        features = pooled_features(classifier.bundle.model, classifier.transform(decoded)[None])
-    dist, share = statistics(stats, np.asarray(features, dtype=np.float32).reshape(1, -1))
-    return decide(settings, float(dist[0]), float(share[0]), colourfulness(decoded))
+    if outputs is None:
+        outputs = classifier.forward(classifier.transform(decoded)[None])
+    values = stage_statistics(stats, gate_input(outputs)[:1], settings["stage_widths"])
+    return decide(settings, values[0], colourfulness(decoded), float(decoded.std()))
 
 
 def has_gate(classifier) -> bool:

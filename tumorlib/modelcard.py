@@ -437,7 +437,9 @@ def _trust_section(metrics: Mapping | None) -> str:
             )
     refused, n_gate = _number(gate.get("refused_fraction")), _integer(gate.get("n"))
     if refused is not None and n_gate:
-        lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices.")
+        how = str(gate.get("checks") or "")
+        how = f" ({how})" if how.startswith("cross-fitted") else ""
+        lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices{how}.")
     test = gate.get("non_mri_test") or {}
     t_refused, t_n = _number(test.get("refused_fraction")), _integer(test.get("n"))
     if t_refused is not None and t_n:

@@ -1,8 +1,9 @@
 """Ways to run a bundle's forward pass, and the choice of the fastest one that keeps fp32's answers.
 
-Every engine returns the logits, the pooled pre-logit features and the last feature map from one
-forward pass, so the not-an-MRI gate (:mod:`tumorlib.gate`) and Grad-CAM for models with an
-average-pool + linear head (:mod:`tumorlib.explain`) cost no second pass. Variants:
+Every engine returns the logits, the pooled pre-logit features, the last feature map and the pooled
+outputs of earlier stages from one forward pass, so the not-an-MRI gate (:mod:`tumorlib.gate`) and
+Grad-CAM for models with an average-pool + linear head (:mod:`tumorlib.explain`) cost no second pass.
+Variants:
 
 - ``fp32``: eager PyTorch, float32, the reference every other variant is checked against;
 - ``channels_last``: the same in NHWC memory layout (oneDNN's preferred layout for convolutions);
@@ -42,28 +43,43 @@ STARTUP_VARIANTS = ("fp32", "channels_last", "bf16", "onnx", "onnx-int8")
 TOLERANCE = 0.01
 ONNX_OPSET = 17
 #: Bumped whenever the exported graph's outputs change, so cached exports are rebuilt.
-EXPORT_FORMAT = 2
+EXPORT_FORMAT = 3
+#: How many stages before the last one report their average-pooled output (for the gate).
+EARLY_STAGES = 2
 
 
 class Outputs(NamedTuple):
-    """One forward pass: logits (N, K), pooled features (N, D), last feature map (N, D, h, w)."""
+    """One forward pass: logits (N, K), pooled features (N, D), last feature map (N, D, h, w), and the
+    average-pooled outputs of the :data:`EARLY_STAGES` stages before the last, concatenated (N, S)."""
 
     logits: torch.Tensor
     features: torch.Tensor
     maps: torch.Tensor
+    stages: torch.Tensor
 
 
-class ThreeHeads(nn.Module):
-    """A timm classifier as (logits, pooled features, last feature map) from one forward pass."""
+class Heads(nn.Module):
+    """A timm classifier as the four :class:`Outputs` from one forward pass."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        # Models without forward_intermediates (rare in timm 1.x) report no early stages.
+        self.early = EARLY_STAGES if hasattr(model, "forward_intermediates") else 0
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        maps = self.model.forward_features(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.early:
+            maps, stages = self.model.forward_intermediates(x, indices=self.early + 1)
+            pooled = torch.cat([t.float().mean(dim=(2, 3)) for t in stages[:-1]], dim=1)
+        else:
+            maps = self.model.forward_features(x)
+            pooled = x.new_zeros((x.shape[0], 0))
         features = self.model.forward_head(maps, pre_logits=True)
-        return self.model.get_classifier()(features), features, maps
+        return self.model.get_classifier()(features), features, maps, pooled
+
+    def stage_widths(self) -> list[int]:
+        """Channels of each early stage in ``stages``, in order (timm's ``feature_info``, one dict per stage)."""
+        return [int(f["num_chs"]) for f in self.model.feature_info][-self.early - 1 : -1] if self.early else []
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -112,7 +128,7 @@ class EagerEngine(Engine):
         self.channels_last = variant in ("channels_last", "bf16")
         # The eager module is shared with Grad-CAM; NHWC weights change its speed, not its maths.
         model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        self.net: Callable = ThreeHeads(model).eval()
+        self.net: Callable = Heads(model).eval()
         if variant == "compile":
             self.net = torch.compile(self.net, dynamic=False)
 
@@ -162,7 +178,7 @@ def _model_key(model: nn.Module, size: tuple[int, int]) -> str:
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]) -> Path:
-    """Export ``model`` as (logits, features, maps) with a dynamic batch axis, written atomically."""
+    """Export ``model`` as the four :class:`Outputs` with a dynamic batch axis, written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
@@ -171,13 +187,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            ThreeHeads(model).eval(),
+            Heads(model).eval(),
             (dummy,),
             str(tmp),
             dynamo=False,
             input_names=["image"],
-            output_names=["logits", "features", "maps"],
-            dynamic_axes={name: {0: "batch"} for name in ("image", "logits", "features", "maps")},
+            output_names=list(Outputs._fields),
+            dynamic_axes={name: {0: "batch"} for name in ("image", *Outputs._fields)},
             opset_version=ONNX_OPSET,
         )
     os.replace(tmp, path)
