@@ -855,8 +855,11 @@ def _facts(name: str, source: str, config: dict, front: dict, metrics: dict | No
         rows.append(("Weights", ", ".join(x for x in (f"{dtype} safetensors".strip(), mb, sha) if x)))
     gate = section.get("gate")
     if isinstance(gate, dict) and gate:
-        held = gate.get("n_heldout")
-        where = f" set on {held} held-out slices" if held else ""
+        held, source = gate.get("n_heldout"), gate.get("thresholds_from")
+        where = f" set on {held} slices ({source})" if held and source else (f" set on {held} slices" if held else "")
+        refused = gate.get("mri_refused_crossfit")
+        if isinstance(refused, (int, float)):
+            where += f"; refuses {100 * refused:.1f}% of real MRI slices (cross-fitted)"
         rows.append(
             ("Not-an-MRI check", f"yes, thresholds{where}" + ("" if gate_installed else " (not installed here)"))
         )
