@@ -1041,3 +1041,18 @@ def test_uploads_and_results_are_deleted_and_nothing_is_written_elsewhere(tiny_b
         assert left() == []  # uploads, overlays and the batch CSV: all deleted
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (b"UL\x04\x00", b"UL\x01\x00"),  # group length of 1 byte: pydicom's BytesLengthException
+        (b"\x02\x00\x10\x00UI", b"\x02\x00\x10\x00UD"),  # transfer syntax with a VR it cannot read
+    ],
+)
+def test_damaged_dicom_header_is_a_corrupt_image(old, new):
+    """Found by the fuzzer above: pydicom parses lazily and raises its own types on a damaged header."""
+    dicom = SEEDS[-1]
+    assert dicom.count(old) >= 1
+    with pytest.raises(CorruptImageError, match="DICOM file could not be read"):
+        decode_image(dicom.replace(old, new, 1))

@@ -316,13 +316,20 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+    # pydicom parses elements lazily, so a damaged header can raise almost anything (BytesLengthException,
+    # NotImplementedError for an unknown VR, ...) at any attribute access, not only in dcmread.
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        raise CorruptImageError(f"The DICOM file could not be read ({err}).") from None
+        return _read_dicom(data, max_pixels, min_side)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001 - see above
+        raise CorruptImageError(f"The DICOM file could not be read ({type(err).__name__}: {err}).") from None
+
+
+def _read_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise CorruptImageError("The DICOM file holds no image (it has no Pixel Data element).")
     try:
