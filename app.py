@@ -856,7 +856,9 @@ def _facts(name: str, source: str, config: dict, front: dict, metrics: dict | No
     gate = section.get("gate")
     if isinstance(gate, dict) and gate:
         held, source = gate.get("n_heldout"), gate.get("thresholds_from")
-        where = f" set on {held} slices ({source})" if held and source else (f" set on {held} slices" if held else "")
+        where = f" set on {held} slices" if held else ""
+        if held and source:
+            where += f" ({source})"
         refused = gate.get("mri_refused_crossfit")
         if isinstance(refused, (int, float)):
             where += f"; refuses {100 * refused:.1f}% of real MRI slices (cross-fitted)"

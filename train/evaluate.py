@@ -82,11 +82,11 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
     for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
         out = clf.forward(batch["image"])
         logits.append(out.logits)
-        features.append(torch.from_numpy(gate.gate_input(out)))
+        features.append(gate.gate_input(out))
         labels.append(batch["label"])
     return {
         "logits": torch.cat(logits).numpy(),
-        "features": torch.cat(features).numpy(),
+        "features": np.concatenate(features),
         "labels": torch.cat(labels).numpy(),
     }
 
@@ -94,11 +94,7 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
 def gate_report(clf: Classifier, features: np.ndarray) -> dict:
     """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate);
     ``features``: the gate input of each slice (:func:`tumorlib.gate.gate_input`)."""
-    settings = clf.bundle.section["gate"]
-    if settings.get("method") != gate.METHOD:
-        raise gate.GateUnavailableError(
-            f"the model's gate statistics are of an older kind ({settings.get('method')!r}); refit them with train.gate"
-        )
+    settings = gate.current_settings(clf.bundle.section["gate"])
     values = gate.stage_statistics(load_extra(clf.bundle, gate.GATE_NAME), features, settings["stage_widths"])
     refused = int((gate.scores(settings, values) > 1.0).sum())
     # Colour and blank images are not checked here: the dataset is read in greyscale; uploads get them too.

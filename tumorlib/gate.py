@@ -180,6 +180,16 @@ def decide(settings: dict, values: np.ndarray, colour: float = 0.0, contrast: fl
     return GateResult(True, score, 1.0, "Looks like a brain MRI slice of the kind the model was trained on.", checks)
 
 
+def current_settings(settings: dict | None) -> dict | None:
+    """A bundle's gate settings, or an error saying how to refit them when they are of an older kind."""
+    if settings and settings.get("method") != METHOD:
+        raise GateUnavailableError(
+            f"This model's gate statistics are of an older kind ({settings.get('method')!r}); "
+            "refit them with `python -m train.gate`."
+        )
+    return settings
+
+
 def check(classifier, image: ImageInput, outputs=None) -> GateResult:
     """Decide whether ``image`` may be classified by ``classifier`` (needs a bundle with gate statistics).
 
@@ -188,12 +198,7 @@ def check(classifier, image: ImageInput, outputs=None) -> GateResult:
     """
     from .bundle import load_extra
 
-    settings = classifier.bundle.section.get("gate")
-    if settings and settings.get("method") != METHOD:
-        raise GateUnavailableError(
-            f"This model's gate statistics are of an older kind ({settings.get('method')!r}); "
-            "refit them with `python -m train.gate`."
-        )
+    settings = current_settings(classifier.bundle.section.get("gate"))
     cached = classifier.__dict__.get("_gate_stats")
     stats = cached if cached is not None else (load_extra(classifier.bundle, GATE_NAME) if settings else None)
     classifier.__dict__["_gate_stats"] = stats  # verified and read once per loaded model
