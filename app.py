@@ -39,6 +39,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
+from gradio.utils import NamedString
 from PIL import Image
 
 from tumorlib import BundleError, Classifier, ImageError, TumorlibError, decode_image, report
@@ -950,6 +951,24 @@ def limit_heap_growth() -> None:
         pass
 
 
+def upload_box(**kwargs: Any) -> gr.File:
+    """``gr.File(type="filepath", ...)`` that hands the handler the uploaded file's cached path and nothing more.
+
+    Gradio 6.31's ``File`` preprocessing opens a ``NamedTemporaryFile`` in the cache for every file
+    only to overwrite the object's name, so each upload left an empty file behind (and an open
+    descriptor until garbage collection): on a public server, files without end. The fix is on the
+    instance: a ``gr.File`` subclass would make Gradio write an ``app.pyi`` stub beside this file.
+    """
+    box = gr.File(type="filepath", **kwargs)
+    gradio_own = box._process_single_file
+
+    def cached_path(f: Any) -> Any:
+        return gradio_own(f) if box.file_types else NamedString(f.path)  # with file_types: Gradio's check
+
+    box._process_single_file = cached_path
+    return box
+
+
 def build_demo(
     model_dirs: Sequence[str | os.PathLike] | None = None,
     *,
@@ -998,10 +1017,9 @@ def build_demo(
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():
                     with gr.Column(scale=4):
-                        file_in = gr.File(
+                        file_in = upload_box(
                             label=f"MRI slice ({SUPPORTED_FORMATS.replace('GIF (one frame) or ', '')})",
                             file_count="single",
-                            type="filepath",
                             elem_id="upload",
                         )
                         with gr.Accordion("…or paste a copied image (Ctrl+V / ⌘V)", open=False):
@@ -1049,7 +1067,7 @@ def build_demo(
                     f"{service.batch_limits.max_total_bytes // 2**20} MB uncompressed). A file that cannot be "
                     "read gets a note in its row; the rest are still classified."
                 )
-                batch_in = gr.File(label="Images or zip archives", file_count="multiple", type="filepath")
+                batch_in = upload_box(label="Images or zip archives", file_count="multiple")
                 batch_btn = gr.Button("Classify all", variant="primary")
                 batch_summary = gr.Markdown(label="Batch summary")
                 batch_table = gr.Dataframe(label="Results", interactive=False, wrap=True)

@@ -595,10 +595,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bomb, tmp_path):
+def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bomb, tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
     demo = app.build_demo(model_dirs=[tiny_bundle], explain=None, gate=None)
     port = _free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -631,5 +633,7 @@ def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bo
         assert pd.read_csv(csv_file)["file"].tolist() == [GLIOMA.name, "empty.jpg"]
         assert text.startswith("**1 of 2 images classified**")
         client.close()
+        # Each upload is kept once, in its own folder; no stray temporary files pile up beside them.
+        assert [p.name for p in cache.iterdir() if p.is_file()] == []
     finally:
         demo.close()
