@@ -155,6 +155,60 @@ def test_dicom_without_preamble_by_extension(tmp_path, slice_u8):
     assert decode_image(path).shape == slice_u8.shape
 
 
+def _transcode(plain: bytes, syntax: str, tmp_path) -> bytes:
+    """``plain`` re-encoded by GDCM (the library that decodes these syntaxes for pydicom)."""
+    import gdcm
+
+    src, dst = tmp_path / "plain.dcm", tmp_path / f"{syntax}.dcm"
+    src.write_bytes(plain)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(src))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(dst))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return dst.read_bytes()
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessProcess14_1", "JPEGLSLossless", "JPEG2000Lossless", "RLELossless"])
+def test_compressed_dicom_gives_the_same_slice(tmp_path, slice_u8, syntax):
+    """The lossless syntaxes archives export (JPEG Lossless and JPEG-LS need GDCM: Pillow reads neither)."""
+    plain = dicom_bytes(slice_u8.astype(np.uint16) * 16)
+    packed = _transcode(plain, syntax, tmp_path)
+    assert pydicom.dcmread(io.BytesIO(packed)).file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(decode_image(packed), decode_image(plain))
+
+
+@pytest.mark.parametrize("name", ["SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_dcmtk.dcm", "GDCMJ2K_TextGBR.dcm"])
+def test_colour_dicom_in_ycbcr_is_rgb_once(name):
+    """pydicom's YCbCr test files: pixel_array is RGB already, so it must not be converted a second time.
+
+    The first two hold the same picture as an RGB file beside them (dcmtk's test set); the third is
+    JPEG 2000 with the reversible colour transform (YBR_RCT), which once raised.
+    """
+    from pydicom.data import get_testdata_file
+
+    out = decode_image(get_testdata_file(name))
+    assert out.ndim == 3 and out.shape[2] == 3
+    if name.startswith("SC_"):
+        rgb = decode_image(get_testdata_file("SC_rgb_dcmtk_+eb+cr.dcm"))
+        assert np.abs(out - rgb).max() < 0.03  # chroma subsampling and JPEG rounding, not a colour shift
+
+
+def test_12_bit_jpeg_dicom_gets_a_message_not_a_crash():
+    """JPEG Extended at 12 bits: GDCM and Pillow refuse it in pydicom; the user is asked for an export."""
+    from pydicom.data import get_testdata_file
+
+    with pytest.raises(CorruptImageError, match=r"JPEG Extended.*Export the slice uncompressed or as PNG"):
+        decode_image(get_testdata_file("JPGExtended.dcm"))
+
+
 def test_pil_and_numpy_inputs(slice_u8):
     ref = _reference(slice_u8)
     np.testing.assert_allclose(decode_image(Image.fromarray(slice_u8)), ref, atol=1e-6)

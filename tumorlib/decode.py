@@ -349,11 +349,9 @@ def _read_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
             f"The DICOM pixel data could not be decoded (transfer syntax: {name}; {err}). "
             "Export the slice uncompressed or as PNG."
         ) from None
+    # Colour comes back as RGB already: pydicom 3 converts YBR_FULL/_422 itself and the JPEG 2000
+    # decoders undo YBR_RCT/ICT, while the dataset keeps its YBR tag. Converting again ruined colours.
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 3 and photometric.startswith("YBR"):
-        from pydicom.pixels import convert_color_space
-
-        arr = convert_color_space(arr, photometric, "RGB")
     if arr.ndim == 2:
         arr = _dicom_window(ds, arr)
         if photometric == "MONOCHROME1":  # 0 is white
