@@ -212,6 +212,21 @@ def test_grad_cam_scores_come_with_their_chance_levels(config4):
     )
 
 
+def test_gate_figures_each_with_what_they_were_measured_on(config4):
+    metrics = fake_metrics(LABELS4, seed=4)
+    card = model_card(config4, metrics)
+    assert "Not-an-MRI gate" not in card
+    metrics["gate"] = {
+        "refused_fraction": 0.027, "n": 620, "checks": "cross-fitted: thresholds set on one half",
+        "non_mri_test": {"refused_fraction": 1.0, "n": 33},
+        "other_medical_test": {"refused_fraction": 11 / 13, "n": 13},
+    }  # fmt: skip
+    card = model_card(config4, metrics)
+    assert "refuses 2.7% of 620 evaluation slices (cross-fitted" in card
+    assert "refuses 100.0% of 33 non-MRI images" in card
+    assert "other medical images**: refuses 84.6% of 13 (CT of the head" in card
+
+
 def test_front_matter_helpers(config):
     card = model_card(config, None)
     data, body = split_front_matter(card)

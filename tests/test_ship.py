@@ -35,12 +35,13 @@ def test_ship_writes_the_model_folder_and_the_results(run, tmp_path):
     # The figures are the held-out evaluation's, on the run's own validation patients.
     assert metrics["accuracy"] == held_out["accuracy"] and metrics["n"] == held_out["n"] < 32
     assert metrics["model"] == str(to) and metrics["variant"] == "fp32"
-    test = metrics["gate"]["non_mri_test"]
-    assert (
-        test["n"] > 20
-        and 0 <= test["refused_fraction"] <= 1
-        and len(test["accepted"]) == round(test["n"] * (1 - test["refused_fraction"]))
-    )
+    for key, least in (("non_mri_test", 20), ("other_medical_test", 10)):
+        test = metrics["gate"][key]
+        assert (
+            test["n"] > least
+            and 0 <= test["refused_fraction"] <= 1
+            and len(test["accepted"]) == round(test["n"] * (1 - test["refused_fraction"]))
+        ), key
     assert metrics["calibration"]["temperature"] == load_bundle(to).temperature
     assert "ece_crossfit_training_run" in metrics["calibration"]
     assert metrics["training_run_validation"]["accuracy"] == json.loads((run / "metrics.json").read_text())["accuracy"]
@@ -72,7 +73,7 @@ def test_ship_cv_final_carries_the_out_of_fold_figures_and_temperature(cv_run, t
     assert metrics["split"].startswith("out of fold") and "all patients" in metrics["split"]
     assert metrics["calibration"]["temperature"] == load_bundle(to).temperature == pooled["temperature"]
     assert len(metrics["calibration"]["fold_temperatures"]) == 2
-    assert metrics["gate"]["non_mri_test"]["n"] > 20
+    assert metrics["gate"]["non_mri_test"]["n"] > 20 and metrics["gate"]["other_medical_test"]["n"] > 10
     card = (to / "README.md").read_text()
     assert f"{metrics['accuracy'] * 100:.1f}%" in card and "out of fold" in card and "--folds 2 --final" in card
     assert {p.name for p in results.iterdir()} >= {"metrics.json", "predictions.csv", "fold0", "fold1"}

@@ -33,17 +33,20 @@ RESULT_FILES = ("config.yaml", "history.csv", "status.json")
 FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
 
 
-def non_mri_check(model_dir: Path) -> dict:
-    """The gate on the not-an-MRI test set (built in ``tests/nonmri.py``, never used to fit the gate)."""
-    from tests.nonmri import refusal_rate
+def non_mri_checks(model_dir: Path) -> dict:
+    """The gate on each not-an-MRI test set of ``tests/nonmri.py`` (never used to fit the gate), by key."""
+    from tests.nonmri import SETS, refusal_rate
 
-    rate, n, accepted = refusal_rate(str(model_dir))
-    return {
-        "refused_fraction": rate,
-        "n": n,
-        "accepted": accepted,
-        "command": f"python -m tests.nonmri {model_dir}",
-    }
+    out = {}
+    for key, build in SETS.items():
+        rate, n, accepted = refusal_rate(str(model_dir), build())
+        out[key] = {
+            "refused_fraction": rate,
+            "n": n,
+            "accepted": accepted,
+            "command": f"python -m tests.nonmri {model_dir}",
+        }
+    return out
 
 
 def mri_refusal(settings: dict) -> dict:
@@ -143,7 +146,7 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     }
     gate_cfg = (config.get("tumorlib") or {}).get("gate")  # the run's config.json is the bundle's, copied
     if gate_cfg:
-        metrics["gate"] = {**mri_refusal(gate_cfg), "non_mri_test": non_mri_check(to)}
+        metrics["gate"] = {**mri_refusal(gate_cfg), **non_mri_checks(to)}
     save_json(metrics, to / "metrics.json")
     atomic_write_text(to / "README.md", model_card(config, metrics))
     return metrics
@@ -192,7 +195,7 @@ def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace
     metrics["model"] = str(to)
     if "gate" in metrics:
         gate_cfg = (load_json(to / "config.json").get("tumorlib") or {}).get("gate") or {}
-        metrics["gate"].update(mri_refusal(gate_cfg), non_mri_test=non_mri_check(to))
+        metrics["gate"].update(mri_refusal(gate_cfg), **non_mri_checks(to))
     metrics["calibration"] = calibration_note(run_metrics, metrics["temperature"])
     if run_metrics.get("accuracy") is not None:
         # Older runs validated under bf16 autocast, which can differ from the served float32 model.

@@ -153,12 +153,10 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
     rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
     rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
-    rows.append(
-        [
-            "gate: non-MRI images refused",
-            *(_gate_cell((m.get("gate") or {}).get("non_mri_test") or {}) for m in runs.values()),
-        ]
-    )
+    for key, title in (("non_mri_test", "non-MRI images"), ("other_medical_test", "other medical images")):
+        rows.append(
+            [f"gate: {title} refused", *(_gate_cell((m.get("gate") or {}).get(key) or {}) for m in runs.values())]
+        )
     rows = [r for r in rows if any(cell != report.MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
     return "\n".join(_table(header, rows))
 

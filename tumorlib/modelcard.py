@@ -440,16 +440,30 @@ def _trust_section(metrics: Mapping | None) -> str:
         how = str(gate.get("checks") or "")
         how = f" ({how})" if how.startswith("cross-fitted") else ""
         lines.append(f"- **Not-an-MRI gate, real slices**: refuses {_pct(refused)} of {n_gate} evaluation slices{how}.")
-    test = gate.get("non_mri_test") or {}
-    t_refused, t_n = _number(test.get("refused_fraction")), _integer(test.get("n"))
-    if t_refused is not None and t_n:
-        lines.append(
-            f"- **Not-an-MRI gate, other images**: refuses {_pct(t_refused)} of {t_n} non-MRI images "
-            "(photographs and drawings from scikit-image, rendered text, noise, blank and gradient images)."
-        )
+    for key, title, what in _GATE_TEST_SETS:
+        test = gate.get(key) or {}
+        t_refused, t_n = _number(test.get("refused_fraction")), _integer(test.get("n"))
+        if t_refused is not None and t_n:
+            lines.append(f"- **Not-an-MRI gate, {title}**: refuses {_pct(t_refused)} of {t_n} {what}.")
     if not lines:
         return ""
     return "## Explanations and input checks\n\n" + "\n".join(lines)
+
+
+#: The gate's test sets in ``metrics.json`` (built by ``tests/nonmri.py``): key, card title, what they hold.
+_GATE_TEST_SETS = (
+    (
+        "non_mri_test",
+        "other images",
+        "non-MRI images (photographs and drawings from scikit-image, rendered text, noise, blank and gradient images)",
+    ),
+    (
+        "other_medical_test",
+        "other medical images",
+        "(CT of the head and spine, a nuclear bone scan, abdominal MR, ultrasound: pydicom's test files, chosen "
+        "after the gate was designed)",
+    ),
+)
 
 
 def _intended_use_section() -> str:
