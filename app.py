@@ -856,10 +856,10 @@ def _facts(name: str, source: str, config: dict, front: dict, metrics: dict | No
         rows.append(("Weights", ", ".join(x for x in (f"{dtype} safetensors".strip(), mb, sha) if x)))
     gate = section.get("gate")
     if isinstance(gate, dict) and gate:
-        held, source = gate.get("n_heldout"), gate.get("thresholds_from")
+        held, fitted_on = gate.get("n_heldout"), gate.get("thresholds_from")
         where = f" set on {held} slices" if held else ""
-        if held and source:
-            where += f" ({source})"
+        if held and fitted_on:
+            where += f" ({fitted_on})"
         refused = gate.get("mri_refused_crossfit")
         if isinstance(refused, (int, float)):
             where += f"; refuses {100 * refused:.1f}% of real MRI slices (cross-fitted)"

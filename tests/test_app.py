@@ -557,6 +557,16 @@ def test_model_tab_shows_card_facts_metrics_and_confusion_matrix(tmp_path, tiny_
     assert "No model card" in card
 
 
+def test_facts_of_a_gated_model_still_name_its_source(tiny_bundle):
+    """The gate's row once overwrote the Source row with where the gate's thresholds came from."""
+    config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
+    gate = {"n_heldout": 620, "thresholds_from": "held-out patients", "mri_refused_crossfit": 0.027}
+    config["tumorlib"]["gate"] = gate
+    facts = app._facts("tiny", "models/tiny", config, {}, None, gate_installed=True)
+    assert "| Source | `models/tiny` |" in facts
+    assert "yes, thresholds set on 620 slices (held-out patients); refuses 2.7% of real MRI slices" in facts
+
+
 def test_page_events_are_wired(tiny_bundle):
     """The page's own (private) events, run through Gradio's pre- and post-processing in-process."""
     import asyncio
