@@ -48,6 +48,14 @@ def test_update_rewrites_stale_blocks_only(tmp_path, monkeypatch, capsys):
     assert "unchanged" in capsys.readouterr().out
 
 
+def test_the_paper_column_stands_only_beside_its_own_three_classes(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    three = render(["results/mnv2-3c-cv"])
+    four = render(["results/mnv2-4c-cv"])
+    assert "paper (split unstated)" in three.splitlines()[0] and "95.3%" in three
+    assert "paper" not in four and "no_tumor" in four
+
+
 def test_a_missing_run_is_a_clear_error(capsys):
     assert main(get_args_parser().parse_args(["results/no-such-run"])) == 2
     assert "no-such-run" in capsys.readouterr().err

@@ -51,13 +51,17 @@ def _labels(runs: Mapping[str, Mapping]) -> list[str]:
 
 
 def cv_tables(runs: Mapping[str, Mapping]) -> str:
-    """Table 1 (overall, macro) and Table 2 (per class) of the paper, one pair of columns per CV run."""
-    paper = report.PAPER
+    """Table 1 (overall, macro) and Table 2 (per class) of the paper, one pair of columns per CV run.
+
+    The paper's column only beside runs on its own classes: its 3-class figures say nothing of a 4-class model.
+    """
+    paper = report.PAPER if sorted(_labels(runs)) == sorted(report.PAPER["labels"]) else None
     header = ["metric"]
     for name, m in runs.items():
         k = (m.get("cv_summary") or {}).get("n_folds") or len(m.get("folds") or [])
         header += [f"{name}: pooled out-of-fold (95% CI)", f"{name}: mean ± std over {k} folds"]
-    header.append("paper (split unstated)")
+    if paper:
+        header.append("paper (split unstated)")
     rows = []
     for key in ("accuracy", *_MACRO):
         row = ["accuracy" if key == "accuracy" else f"macro {key}"]
@@ -73,14 +77,16 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
                     format_interval(macro.get(key), macro.get(f"{key}_ci")),
                     format_mean_std((m["cv_summary"].get("macro") or {}).get(key)),
                 ]
-        row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else report.NOT_TRANSCRIBED)
+        if paper:
+            row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else report.NOT_TRANSCRIBED)
         rows.append(row)
     lines = [*_table(header, rows), ""]
 
     header = ["class (one-vs-rest accuracy; recall / precision)"]
     for name in runs:
         header += [f"{name}: pooled (95% CI)", f"{name}: recall / precision", f"{name}: mean ± std over folds"]
-    header.append("paper")
+    if paper:
+        header.append("paper")
     rows = []
     for label in _labels(runs):
         row = [label]
@@ -92,8 +98,9 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
                 f"{format_pct(stats.get('recall'))} / {format_pct(stats.get('precision'))}",
                 format_mean_std(folds),
             ]
-        paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
-        row.append(report.NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
+        if paper:
+            paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
+            row.append(report.NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
         rows.append(row)
     lines += [*_table(header, rows), ""]
     for name, m in runs.items():

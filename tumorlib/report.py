@@ -74,6 +74,7 @@ PAPER: dict[str, Any] = {
     "short": "Sahaai et al. 2022",
     "dataset": "Cheng et al. figshare brain tumour dataset",
     "split": "unstated",
+    "labels": ["glioma", "meningioma", "pituitary"],
     "metrics": {"accuracy": 0.953},
     "per_class": {},
 }
