@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from tumorlib import Classifier
+from tumorlib import DEFAULT_MODEL_DIR, Classifier
 from tumorlib import runtime as rt
 from tumorlib.explain import cam_tensor, gradcam, linear_head
+from tumorlib.gate import SCORE_TOLERANCE, has_gate
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -78,6 +79,30 @@ def test_optimise_keeps_only_agreeing_variants(tiny_bundle, sample_paths, cache,
     )
     sel = clf.optimise(sample_paths[:6], candidates=("fp32", "channels_last"), repeats=2)
     assert sel["variants"]["channels_last"]["agrees"] is False and sel["chosen"] == "fp32"
+
+
+def test_optimise_keeps_the_gates_answers_too(sample_paths, monkeypatch):
+    """A variant with fp32's probabilities but other gate features is not chosen: the shipped ResNet-50's
+    int8 export did that, and the app then refused real slices as not MRI."""
+    clf = Classifier.from_pretrained(DEFAULT_MODEL_DIR, variant="fp32")
+    assert has_gate(clf)
+
+    class Drifted(rt.Engine):
+        name = "channels_last"
+
+        def __call__(self, batch):
+            out = rt.EagerEngine(clf.model, clf.device)(batch)
+            return out._replace(stages=out.stages * 1.3)
+
+    real = rt.make_engine
+    monkeypatch.setattr(
+        "tumorlib.inference.make_engine", lambda v, *a, **k: Drifted() if v == "channels_last" else real(v, *a, **k)
+    )
+    sel = clf.optimise(sample_paths[:6], candidates=("fp32", "channels_last"), repeats=1)
+    drifted = sel["variants"]["channels_last"]
+    assert drifted["max_abs_diff"] == 0 and drifted["gate_max_abs_diff"] > SCORE_TOLERANCE
+    assert drifted["agrees"] is False and sel["chosen"] == "fp32"
+    assert sel["variants"]["fp32"]["gate_max_abs_diff"] == 0
 
 
 def test_a_broken_runtime_falls_back(tiny_bundle, sample_paths, monkeypatch):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import gate
 from .bundle import Bundle, load_bundle
 from .decode import ImageInput, decode_image
 from .runtime import (
@@ -145,6 +146,9 @@ class Classifier:
     ) -> dict:
         """Time each available variant on single images; keep the fastest that gives fp32's answers.
 
+        fp32's answers: the same top class, every calibrated probability within ``TOLERANCE`` and, for a
+        model with a not-an-MRI gate, every gate score within ``gate.SCORE_TOLERANCE``.
+
         ``images`` are real slices: they are both the agreement check and the int8 calibration set.
         Returns the measurements (also kept in ``self.selection``). A variant that fails to build is
         skipped with its error recorded, so this never leaves the classifier worse than fp32.
@@ -152,13 +156,15 @@ class Classifier:
         batch = torch.stack([self.preprocess(im) for im in images])
         one = batch[:1]
         results: dict[str, dict] = {}
-        reference = None
+        reference = gate_reference = None
         best = None
         for variant in ["fp32"] + [v for v in available_variants(self.device, candidates) if v != "fp32"]:
             started = time.perf_counter()
             try:
                 engine = make_engine(variant, self.model, self.device, self.size, batch)
-                probs = self.calibrate(engine(batch)[0])
+                outputs = engine(batch)
+                probs = self.calibrate(outputs[0])
+                gate_scores = gate.batch_scores(self, outputs)
             except Exception as err:  # noqa: BLE001 - an optional runtime that fails must not stop the app
                 log.warning("Variant %s unavailable: %s", variant, err)
                 results[variant] = {"error": f"{type(err).__name__}: {err}"}
@@ -169,6 +175,12 @@ class Classifier:
                 reference = probs
             ok, diff = agrees(reference, probs)
             results[variant] = {"ms": ms, "agrees": ok, "max_abs_diff": diff, "setup_s": setup}
+            if gate_scores is not None:
+                # The same answers include the gate's: its thresholds hold for fp32's features only.
+                gate_reference = gate_scores if gate_reference is None else gate_reference
+                gate_diff = float(abs(gate_scores - gate_reference).max())
+                ok = ok and gate_diff <= gate.SCORE_TOLERANCE
+                results[variant].update(agrees=ok, gate_max_abs_diff=gate_diff)
             if ok and (best is None or ms < results[best[0]]["ms"]):
                 best = (variant, engine)
         assert best is not None  # fp32 is its own reference
