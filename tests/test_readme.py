@@ -54,6 +54,9 @@ def test_the_paper_column_stands_only_beside_its_own_three_classes(monkeypatch):
     four = render(["results/mnv2-4c-cv"])
     assert "paper (split unstated)" in three.splitlines()[0] and "95.3%" in three
     assert "paper" not in four and "no_tumor" in four
+    # A shipped bundle gets the models table with its gate figures, even when it was cross-validated.
+    bundle = render(["models/mobilenetv2"])
+    assert "gate: non-MRI images refused" in bundle and "mean ± std" not in bundle
 
 
 def test_a_missing_run_is_a_clear_error(capsys):

@@ -5,10 +5,11 @@
     python -m train.tables --update README.md     # rewrite every generated block in place
 
 Each source is a run or bundle folder (or its metrics.json), optionally named ``Name=path``. When every
-source is a cross-validation run the output is the paper's two tables (overall and per class) with
-pooled out-of-fold figures and their spread over folds; otherwise one table of held-out figures with
-a column per model. The README carries the output between ``<!-- python -m train.tables ... -->`` and
-``<!-- end tables -->``; ``tests/test_readme.py`` regenerates every such block and compares.
+source is a cross-validation results run the output is the paper's two tables (overall and per class)
+with pooled out-of-fold figures and their spread over folds; otherwise (and for shipped model
+folders) one table of held-out figures with a column per model, the not-an-MRI gate's included. The
+README carries the output between ``<!-- python -m train.tables ... -->`` and ``<!-- end tables -->``;
+``tests/test_readme.py`` regenerates every such block and compares.
 """
 
 from __future__ import annotations
@@ -201,10 +202,16 @@ def _gate_cell(gate: Mapping) -> str:
     return f"{format_pct(gate['refused_fraction'])} of {gate.get('n', 0):,}"
 
 
+def _is_bundle(source: str) -> bool:
+    path = Path(source.rpartition("=")[2])
+    return ((path if path.is_dir() else path.parent) / "model.safetensors").is_file()
+
+
 def render(sources: Sequence[str]) -> str:
-    """The markdown for these sources: CV tables when every one is a cross-validation run."""
+    """The markdown for these sources: CV tables when every one is a cross-validation results run; the
+    models table (with the gate's figures) for shipped bundles, cross-validated or not."""
     runs = dict(load_source(s) for s in sources)
-    if all(isinstance(m.get("cv_summary"), Mapping) for m in runs.values()):
+    if all(isinstance(m.get("cv_summary"), Mapping) for m in runs.values()) and not any(map(_is_bundle, sources)):
         return cv_tables(runs)
     return models_table(runs)
 
