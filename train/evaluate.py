@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from tumorlib import explain, gate
 from tumorlib import metrics as M
-from tumorlib.bundle import load_extra
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
 from tumorlib.decode import decode_image
@@ -94,9 +93,7 @@ def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: boo
 def gate_report(clf: Classifier, features: np.ndarray) -> dict:
     """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate);
     ``features``: the gate input of each slice (:func:`tumorlib.gate.gate_input`)."""
-    settings = gate.current_settings(clf.bundle.section["gate"])
-    values = gate.stage_statistics(load_extra(clf.bundle, gate.GATE_NAME), features, settings["stage_widths"])
-    refused = int((gate.scores(settings, values) > 1.0).sum())
+    refused = int((gate.input_scores(clf, features) > 1.0).sum())
     # Colour and blank images are not checked here: the dataset is read in greyscale; uploads get them too.
     n = len(features)
     return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual, per stage"}

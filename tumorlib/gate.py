@@ -207,6 +207,12 @@ def _loaded(classifier) -> tuple[dict, dict[str, torch.Tensor]]:
     return settings, stats
 
 
+def input_scores(classifier, x: np.ndarray) -> np.ndarray:
+    """Gate scores (over 1 refuses) of rows of :func:`gate_input`; raises GateUnavailableError without a gate."""
+    settings, stats = _loaded(classifier)
+    return scores(settings, stage_statistics(stats, x, settings["stage_widths"]))
+
+
 def batch_scores(classifier, outputs) -> np.ndarray | None:
     """Gate scores of a batch's :class:`~tumorlib.runtime.Outputs`; None for a model without a current gate.
 
@@ -215,10 +221,9 @@ def batch_scores(classifier, outputs) -> np.ndarray | None:
     probabilities still within tolerance, refusing real slices.
     """
     try:
-        settings, stats = _loaded(classifier)
+        return input_scores(classifier, gate_input(outputs))
     except GateUnavailableError:
         return None
-    return scores(settings, stage_statistics(stats, gate_input(outputs), settings["stage_widths"]))
 
 
 def check(classifier, image: ImageInput, outputs=None) -> GateResult:
