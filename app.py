@@ -2,16 +2,23 @@
 
 A thin shell over :mod:`tumorlib`: the uploaded file itself goes to tumorlib's decoder (never a copy
 Gradio converted to 8-bit RGB), one :meth:`tumorlib.Classifier.predict` classifies it, the trust layer
-(:mod:`tumorlib.gate`, :mod:`tumorlib.explain`, used when installed) refuses non-MRI images and draws
-the Grad-CAM, and :mod:`tumorlib.report` draws the Model tab from the bundle's ``metrics.json``.
+(:mod:`tumorlib.gate`, :mod:`tumorlib.explain`, :mod:`tumorlib.localise`, used when installed) refuses
+non-MRI images and draws the heatmap, and :mod:`tumorlib.report` draws the Model tab from the bundle's
+``metrics.json``.
+
+Two heatmaps: a model whose bundle carries a tumour localiser (a head trained on tumour masks) shows its
+tumour map by default, because that map is the one measured to find tumours; Grad-CAM of a class (where
+the network looked) is one click away, and is the default for models without a localiser. The summary
+says which one is shown and what the model's ``metrics.json`` measured it to do on held-out patients.
 
 Models: every bundle folder under ``models/`` (``models/default`` first), and the folder or Hugging Face
 Hub repo id in ``TUMORLIB_MODEL``, which becomes the default when set. Nothing is loaded on import;
 ``python app.py`` loads the default model once, then serves on ``GRADIO_SERVER_NAME``:``GRADIO_SERVER_PORT``.
 
-API (see the README): ``/predict`` takes one image file and returns the ``gr.Label`` value, the Grad-CAM
-overlay and a Markdown summary; ``/batch`` takes files (images, zips) and a model name and returns a table
-and a CSV. Any unreadable or refused input raises ``gr.Error`` with a message saying why.
+API (see the README): ``/predict`` takes one image file and returns the ``gr.Label`` value, the heatmap
+overlay (the tumour map, or Grad-CAM of the top class) and a Markdown summary; ``/batch`` takes files
+(images, zips) and a model name and returns a table and a CSV. Any unreadable or refused input raises
+``gr.Error`` with a message saying why.
 
 Research demo: not a medical device, not for diagnosis. Uploads are not stored.
 """
@@ -70,6 +77,9 @@ DISPLAY_SIDE = 640
 DEFAULT_OPACITY = 0.5
 #: Grad-CAM runs on (and a session keeps) a copy of the decoded image at most this many pixels a side.
 WORKING_SIDE = 1024
+#: The class selector's value for the tumour map (no class is called this: labels are plain identifiers).
+TUMOUR_MAP = "__tumour_map__"
+TUMOUR_MAP_CHOICE = ("Tumour map (localiser)", TUMOUR_MAP)
 
 TITLE = "Brain tumour MRI classifier"
 NOTICE = (
@@ -303,11 +313,16 @@ class Analysis:
 
 @dataclass
 class Explained:
-    """A Grad-CAM explanation (or why there is none) and how long it took."""
+    """A heatmap (or why there is none) and how long it took.
+
+    ``kind`` is "gradcam" (``explanation`` is a Grad-CAM :class:`tumorlib.explain.Explanation`) or "map"
+    (a :class:`tumorlib.localise.Localisation`, the tumour map); both draw with ``overlay(opacity)``.
+    """
 
     explanation: Any = None
     seconds: float = 0.0
     note: str = ""
+    kind: str = "gradcam"
 
 
 def _path_of(file: Any) -> Path | None:
@@ -396,19 +411,22 @@ _EMPTY_TABLE = pd.DataFrame()
 class DemoService:
     """Everything the page does, as plain methods the tests call directly.
 
-    ``explain`` / ``gate`` are the :mod:`tumorlib.explain` / :mod:`tumorlib.gate` modules (or objects
-    with the same ``gradcam`` / ``check`` functions); "auto" uses them when they are installed, None
-    turns them off.
+    ``explain`` / ``gate`` / ``localise`` are the :mod:`tumorlib.explain` / :mod:`tumorlib.gate` /
+    :mod:`tumorlib.localise` modules (or objects with the same ``gradcam`` / ``check`` /
+    ``has_localiser`` + ``localise`` functions); "auto" uses them when they are installed, None turns
+    them off.
     """
 
     models: Sequence[ModelSpec]
     explain: Any = AUTO
     gate: Any = AUTO
+    localise: Any = AUTO
     batch_limits: BatchLimits = BATCH_LIMITS
     device: str | None = None
     optimise: bool = False
     registry: ModelRegistry = field(init=False)
     _info: dict[str, ModelInfo] = field(init=False, default_factory=dict)
+    _metrics: dict[str, dict | None] = field(init=False, default_factory=dict)
     _csv_dir: Path | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -417,6 +435,8 @@ class DemoService:
             self.explain = _optional_module("tumorlib.explain")
         if self.gate == AUTO:
             self.gate = _optional_module("tumorlib.gate")
+        if self.localise == AUTO:
+            self.localise = _optional_module("tumorlib.localise")
 
     # ----------------------------------------------------------------- start-up
 
@@ -454,7 +474,11 @@ class DemoService:
             self._classify(name, clf, image, time.perf_counter())
             started = time.perf_counter()
             self._explain(name, clf, image, None)
-            log.info("Warm-up done (Grad-CAM %.0f ms)", (time.perf_counter() - started) * 1000)
+            done = f"Grad-CAM {(time.perf_counter() - started) * 1000:.0f} ms"
+            if self.has_localiser(clf):
+                mapped = self._localise(name, clf, image)
+                done += f", tumour map {_ms(mapped.seconds)}" if mapped.explanation is not None else ", no tumour map"
+            log.info("Warm-up done (%s)", done)
         except TumorlibError as err:
             log.warning("Warm-up on %s: %s", example, user_message(err))
 
@@ -519,16 +543,57 @@ class DemoService:
             return Explained(note="Grad-CAM could not be computed for this image.")
         return Explained(explanation, time.perf_counter() - started)
 
+    def has_localiser(self, clf: Classifier) -> bool:
+        """Whether the localiser is installed and this model's bundle carries a tumour-mask head."""
+        if self.localise is None:
+            return False
+        try:
+            return bool(self.localise.has_localiser(clf))
+        except Exception:  # a malformed config must not stop classification
+            log.exception("Could not tell whether the model has a tumour localiser")
+            return False
+
+    def _localise(self, name: str, clf: Classifier, image: np.ndarray) -> Explained:
+        """The tumour map of ``image``, or a note saying why there is none (never raises)."""
+        started = time.perf_counter()
+        try:
+            with self.registry.lock(name):
+                located = self.localise.localise(clf, image)
+        except Exception as err:  # the heatmap is secondary: the prediction stands without it
+            if isinstance(err, BundleError):  # a damaged or unfitting localiser file: the same for every image
+                log.error("The tumour map of model %s is unavailable: %s", name, err)
+                return Explained(note="The tumour map could not be loaded for this model.", kind="map")
+            log.exception("The tumour map failed")
+            return Explained(note="The tumour map could not be drawn for this image.", kind="map")
+        return Explained(located, time.perf_counter() - started, kind="map")
+
     def explanation(self, analysis: Analysis, target: str | None = None, image: np.ndarray | None = None) -> Explained:
-        """Grad-CAM of ``analysis`` for ``target`` (default: the predicted class) on ``image`` (default:
-        the working copy of the analysed image)."""
+        """The heatmap of ``analysis`` on ``image`` (default: the working copy of the analysed image).
+
+        ``target``: a class (its Grad-CAM), :data:`TUMOUR_MAP`, or None for the default: the tumour map
+        when the model has a localiser, else Grad-CAM of the predicted class. A tumour map that fails
+        falls back to Grad-CAM of the predicted class, with a note saying so.
+        """
         name, clf = self.registry.get(analysis.model)
         image = working_copy(analysis.image) if image is None else image
+        if target == TUMOUR_MAP or (target is None and self.has_localiser(clf)):
+            if self.has_localiser(clf):
+                mapped = self._localise(name, clf, image)
+                if mapped.explanation is not None:
+                    return mapped
+                note = mapped.note
+            else:
+                note = "This model has no tumour map."
+            fallback = self._explain(name, clf, image, analysis.top, analysis.maps)
+            instead = "Grad-CAM of the predicted class is shown instead." if fallback.explanation is not None else ""
+            fallback.note = " ".join(x for x in (note, instead, fallback.note) if x)
+            return fallback
         # The working copy is the analysed image scaled down: the classifying pass's maps still hold.
         return self._explain(name, clf, image, target or analysis.top, analysis.maps)
 
     def summary(self, analysis: Analysis, explained: Explained | None = None) -> str:
-        """The Markdown under the label: class, description, uncertainty, timing, gate."""
+        """The Markdown under the label: class, description, uncertainty, timing, gate, and which heatmap
+        is shown with what it was measured to do (from the model's metrics.json)."""
         probs = sorted(analysis.probabilities.items(), key=lambda kv: kv[1], reverse=True)
         (top, p_top), second = probs[0], (probs[1] if len(probs) > 1 else None)
         lines = [f"### {top.replace('_', ' ').capitalize()}: {_pct(p_top)}"]
@@ -539,15 +604,60 @@ class DemoService:
                 f"**The model is unsure:** {second[0].replace('_', ' ')} is close behind at {_pct(second[1])}."
             )
         timing = f"classified in {_ms(analysis.seconds)}"
-        if explained is not None and explained.explanation is not None:
-            timing += f", Grad-CAM in {_ms(explained.seconds)}"
+        shown = explained is not None and explained.explanation is not None
+        if shown:
+            what = "tumour map" if explained.kind == "map" else "Grad-CAM"
+            timing += f", {what} in {_ms(explained.seconds)}"
         lines.append(
             f"<small>Model `{analysis.model}` ({analysis.precision} on {analysis.device}); {timing}. "
             f"{self._gate_line(analysis)}</small>"
         )
+        if shown:
+            lines.append(f"<small>{self._heatmap_line(analysis, explained)}</small>")
         if explained is not None and explained.note:
             lines.append(f"<small>{explained.note}</small>")
         return "\n\n".join(lines)
+
+    def _heatmap_line(self, analysis: Analysis, explained: Explained) -> str:
+        """Which heatmap is shown, what it is, and what the model's metrics.json measured it to do."""
+        metrics = self.metrics_of(analysis.model) or {}
+        if explained.kind == "map":
+            scores = metrics.get("localiser") if isinstance(metrics.get("localiser"), dict) else {}
+            peak = getattr(explained.explanation, "peak", None)
+            head = "**Heatmap: tumour map**" + (f" (peak {float(peak):.2f})" if _number(peak) is not None else "")
+            text = f"{head}: a head trained on tumour masks estimates the share of tumour under each pixel."
+            measured = _pointing_line(scores)
+            if measured:
+                text += f" {measured}"
+                on_tumour, none = _number(scores.get("peak")), _number((scores.get("no_tumor") or {}).get("peak"))
+                if on_tumour is not None and none is not None:
+                    text += (
+                        f" Its peak averages {on_tumour:.2f} on slices with a tumour and {none:.2f} on slices"
+                        " without one."
+                    )
+            else:
+                text += " This model's metrics.json has no check of the map against tumour masks."
+            return text + (
+                " It shows where a tumour is likely, not why the class was chosen, and it is not a segmentation"
+                " for clinical use."
+            )
+        scores = metrics.get("cam") if isinstance(metrics.get("cam"), dict) else {}
+        target = str(getattr(explained.explanation, "target", None) or analysis.top).replace("_", " ")
+        text = (
+            f"**Heatmap: Grad-CAM of {target}**: the regions that pushed the network towards this class. "
+            "It shows where the network looked, not where a tumour is."
+        )
+        measured = _pointing_line(scores)
+        return f"{text} {measured}" if measured else text
+
+    def metrics_of(self, name: str) -> dict | None:
+        """The model's ``metrics.json`` (cached), or None when it has none or it cannot be read."""
+        if name not in self._metrics:
+            try:
+                self._metrics[name] = _read_metrics(self._bundle_folder(name))[0]
+            except (TumorlibError, OSError):
+                self._metrics[name] = None
+        return self._metrics[name]
 
     def _gate_line(self, analysis: Analysis) -> str:
         result = analysis.gate
@@ -564,7 +674,10 @@ class DemoService:
     # ----------------------------------------------------------------- the /predict endpoint
 
     def predict(self, file: Any) -> tuple[dict[str, float], Image.Image | None, str]:
-        """The API: (probabilities by class, Grad-CAM overlay of the top class or None, Markdown summary).
+        """The API: (probabilities by class, heatmap overlay or None, Markdown summary).
+
+        The overlay is the tumour map when the model has a localiser, else Grad-CAM of the top class;
+        the summary says which.
 
         Raises gr.Error with the reason for anything unreadable, refused or broken.
         """
@@ -602,15 +715,23 @@ class DemoService:
         work = working_copy(analysis.image)
         explained = self.explanation(analysis, image=work)
         overlay = None
+        explanations: dict[str, Any] = {}
         if explained.explanation is not None:
             overlay = to_display(explained.explanation.overlay(float(opacity)))
-        state = {
-            "model": analysis.model,
-            "image": work,
-            "maps": analysis.maps,
-            "explanations": {analysis.top: explained.explanation} if explained.explanation is not None else {},
-        }
-        selector = gr.Radio(choices=[(label.replace("_", " "), label) for label in analysis.labels], value=analysis.top)
+            explanations[TUMOUR_MAP if explained.kind == "map" else analysis.top] = explained.explanation
+        state = {"model": analysis.model, "image": work, "maps": analysis.maps, "explanations": explanations}
+        choices = [(label.replace("_", " "), label) for label in analysis.labels]
+        if TUMOUR_MAP in explanations:  # a map that failed is not offered: the note says why
+            selector = gr.Radio(
+                choices=[TUMOUR_MAP_CHOICE, *choices],
+                value=TUMOUR_MAP,
+                info="The tumour map shows where a tumour is likely; a class shows its Grad-CAM, where the "
+                "network looked.",
+            )
+        else:
+            selector = gr.Radio(
+                choices=choices, value=analysis.top, info="Grad-CAM of a class: where the network looked."
+            )
         return (
             analysis.probabilities,
             self.summary(analysis, explained),
@@ -629,19 +750,28 @@ class DemoService:
         return None, card, view, None, gr.Radio(choices=[], value=None), None
 
     def explain_ui(self, state: dict | None, target: str | None, opacity: float) -> tuple:
-        """Redraw the overlay for another class or opacity (computing that class's Grad-CAM once)."""
-        if not state or not target or self.explain is None:
+        """Redraw the overlay for another heatmap or opacity: ``target`` is a class (its Grad-CAM) or
+        :data:`TUMOUR_MAP`; each is computed once per session state."""
+        if not state or not target:
             return None, state
         explanations = state.setdefault("explanations", {})
         explanation = explanations.get(target)
         if explanation is None:
+            if (self.localise if target == TUMOUR_MAP else self.explain) is None:
+                return None, state
             try:
                 name, clf = self.registry.get(state["model"])
             except TumorlibError as err:
                 raise _gr_error(err) from None
-            explained = self._explain(name, clf, state["image"], target, state.get("maps"))
-            if explained.explanation is None:
-                raise gr.Error(explained.note, print_exception=False)
+            if target == TUMOUR_MAP:
+                explained = self._localise(name, clf, state["image"])
+                if explained.explanation is None:  # the prediction stands; the overlay is left empty
+                    gr.Warning(explained.note)
+                    return None, state
+            else:
+                explained = self._explain(name, clf, state["image"], target, state.get("maps"))
+                if explained.explanation is None:
+                    raise gr.Error(explained.note, print_exception=False)
             explanation = explanations[target] = explained.explanation
         return to_display(explanation.overlay(float(opacity))), state
 
@@ -782,18 +912,17 @@ class DemoService:
                 card_front = front or {}
             except (OSError, ValueError, UnicodeDecodeError) as err:
                 card_body = f"The model card could not be read ({err})."
-        metrics, metrics_note = None, ""
-        if (folder / "metrics.json").is_file():
-            try:
-                metrics = report.load_metrics(folder / "metrics.json")
-            except TumorlibError as err:
-                metrics_note = f"The metrics file could not be read: {err}"
-        else:
-            metrics_note = (
-                "This model comes without a metrics.json: it has not been evaluated here, so no performance "
-                "figures are shown."
-            )
-        facts = _facts(name, self.registry.specs[name].source, config, card_front, metrics, self.gate is not None)
+        metrics, metrics_note = _read_metrics(folder)
+        self._metrics.setdefault(name, metrics)
+        facts = _facts(
+            name,
+            self.registry.specs[name].source,
+            config,
+            card_front,
+            metrics,
+            self.gate is not None,
+            self.localise is not None,
+        )
         info = ModelInfo(facts=facts)
         info.card, info.metrics_note = card_body.strip(), metrics_note
         if metrics is not None:
@@ -824,6 +953,40 @@ class DemoService:
         )
 
 
+def _read_metrics(folder: Path) -> tuple[dict | None, str]:
+    """(the bundle's metrics.json or None, a note for the Model tab when there is none to show)."""
+    if not (folder / "metrics.json").is_file():
+        return None, (
+            "This model comes without a metrics.json: it has not been evaluated here, so no performance "
+            "figures are shown."
+        )
+    try:
+        return report.load_metrics(folder / "metrics.json"), ""
+    except TumorlibError as err:
+        return None, f"The metrics file could not be read: {err}"
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (metrics files may hold nulls)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _pointing_line(scores: dict) -> str:
+    """The pointing game of a heatmap against tumour masks, with the image centre's, from metrics.json."""
+    hit = _number(scores.get("pointing_game"))
+    if hit is None:
+        return ""
+    n = scores.get("n")
+    where = f" of {n:,} slices" if isinstance(n, int) and not isinstance(n, bool) and n > 0 else " of slices"
+    text = f"On held-out patients its peak falls inside the tumour on {_pct(hit)}{where}"
+    centre = _number((scores.get("baseline") or {}).get("pointing_game"))
+    if centre is not None:
+        text += f" (a fixed point at the image centre: {_pct(centre)})"
+    return text + "."
+
+
 def _csv_safe(value: Any) -> Any:
     """Keep spreadsheet programs from running a cell as a formula (file names come from visitors)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
@@ -831,7 +994,15 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
-def _facts(name: str, source: str, config: dict, front: dict, metrics: dict | None, gate_installed: bool) -> str:
+def _facts(
+    name: str,
+    source: str,
+    config: dict,
+    front: dict,
+    metrics: dict | None,
+    gate_installed: bool,
+    localise_installed: bool = True,
+) -> str:
     """Key facts of a model as a Markdown table."""
     section = config.get("tumorlib") or {}
     cfg = config.get("pretrained_cfg") or {}
@@ -868,6 +1039,17 @@ def _facts(name: str, source: str, config: dict, front: dict, metrics: dict | No
         )
     else:
         rows.append(("Not-an-MRI check", "none: any image gets one of the classes"))
+    localiser = section.get("localiser")
+    if isinstance(localiser, dict) and localiser:
+        where = f" on stage {localiser['stage']}" if isinstance(localiser.get("stage"), int) else ""
+        rows.append(
+            (
+                "Tumour map",
+                f"yes, a head trained on tumour masks{where}" + ("" if localise_installed else " (not installed here)"),
+            )
+        )
+    else:
+        rows.append(("Tumour map", "none: the heatmap is Grad-CAM"))
     if front.get("license"):
         rows.append(("Licence", str(front["license"])))
     if metrics is not None:
@@ -915,8 +1097,14 @@ ABOUT = f"""
 3. A convolutional network fine-tuned on public brain MRI slices gives a probability for each class.
    The probabilities are calibrated (temperature scaling on held-out data), so 80% means the model is right
    about 80% of the time on data like its test set, not on your scanner.
-4. Grad-CAM shows which regions pushed the network towards a class. It shows where the network looked,
-   not where a tumour is.
+4. A heatmap over your image, one of two kinds (the summary says which is shown, and what it was measured
+   to do on held-out patients of the model's own evaluation):
+   - **Grad-CAM** of a class shows which regions pushed the network towards that class. It shows where the
+     network looked, not where a tumour is: checked against tumour masks, its peak often misses the tumour.
+   - The **tumour map**, for models that have one, is drawn by a small head trained on tumour masks, and
+     checked against the masks of patients it never saw. It is shown by default because it is the one
+     measured to find tumours; it estimates where a tumour is likely, not why a class was chosen, and it is
+     not a segmentation for clinical use.
 
 ### Limits
 Single 2-D slices only; a closed set of classes (anything else still gets one of them); trained and
@@ -990,7 +1178,7 @@ def build_demo(
         service.preload()
     names = service.registry.names
     default = service.registry.default
-    has_explain = service.explain is not None
+    has_heatmap = service.explain is not None or service.localise is not None
     analytics = os.environ.get("GRADIO_ANALYTICS_ENABLED", "False").strip().lower() in ("1", "true", "yes")
 
     with gr.Blocks(
@@ -1049,14 +1237,15 @@ def build_demo(
                         summary_out = gr.Markdown(label="Summary", elem_id="summary")
                         with gr.Row(equal_height=True):
                             input_view = gr.Image(label="Your image, as decoded", interactive=False, type="pil")
+                            # The tumour map or a class's Grad-CAM: the selector and the summary say which.
                             overlay_view = gr.Image(
-                                label="Grad-CAM: where the network looked",
+                                label="Heatmap over your image",
                                 interactive=False,
                                 type="pil",
-                                visible=has_explain,
+                                visible=has_heatmap,
                             )
-                        with gr.Row(visible=has_explain):
-                            target = gr.Radio(label="Explain class", choices=[], value=None)
+                        with gr.Row(visible=has_heatmap):
+                            target = gr.Radio(label="Heatmap", choices=[], value=None)
                             opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
                 api_btn = gr.Button(visible=False)
 
@@ -1112,7 +1301,7 @@ def build_demo(
             concurrency_id="model",
             concurrency_limit=CONCURRENCY,
         )
-        for event in (target.input, opacity.release):  # a new class or opacity redraws the overlay
+        for event in (target.input, opacity.release):  # another heatmap or opacity redraws the overlay
             event(
                 service.explain_ui,
                 inputs=[state, target, opacity],
@@ -1141,7 +1330,7 @@ def build_demo(
             inputs=file_in,
             outputs=[label_out, overlay_view, summary_out],
             api_name="predict",
-            api_description="Classify one brain MRI slice: (gr.Label value, Grad-CAM overlay or None, Markdown).",
+            api_description="Classify one brain MRI slice: (gr.Label value, heatmap overlay or None, Markdown).",
             concurrency_id="model",
             concurrency_limit=CONCURRENCY,
         )

@@ -615,6 +615,47 @@ def _ceiling_text(ceiling) -> str:
     )
 
 
+def _localiser_cards(loc) -> None:
+    """The tumour map (the recipe's mask head, shipped as the bundle's localiser) against the masks."""
+    if not isinstance(loc, dict) or loc.get("pointing_game") is None:
+        return
+    st.subheader("Tumour map (the mask head)")
+    n = f" (n = {loc['n']:,})" if isinstance(loc.get("n"), int) else ""
+    quiet = loc.get("no_tumor") if isinstance(loc.get("no_tumor"), dict) else {}
+    cards = [
+        (
+            "Pointing game",
+            report.format_pct(loc["pointing_game"]),
+            "Share of tumour slices whose map peak falls inside the tumour mask" + n + ".",
+        ),
+        (
+            "Energy in mask",
+            report.format_pct(loc.get("energy_in_mask")),
+            "Share of the map's total inside the tumour mask" + n + ".",
+        ),
+        (
+            "Soft Dice",
+            report.format_pct(loc.get("soft_dice")),
+            "2 x overlap / (map total + mask area), no threshold" + n + ".",
+        ),
+    ]
+    for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
+        column.metric(label, value, help=help_text, border=True)
+    text = (
+        "The auxiliary head trained with the classifier to predict how much of each feature-grid cell is tumour, "
+        "scored by each fold's model on its held-out patients. It shows where a tumour is likely, not why a "
+        "class was chosen."
+    )
+    base = (loc.get("baseline") or {}).get("pointing_game")
+    if base is not None:
+        text += f" A fixed point at the image centre scores {report.format_pct(base)} on the same slices."
+    if quiet.get("n") and quiet.get("peak") is not None and loc.get("peak") is not None:
+        text += (
+            f" Mean peak {loc['peak']:.2f} on tumour slices and {quiet['peak']:.2f} on {quiet['n']:,} no-tumour slices."
+        )
+    st.caption(text)
+
+
 def section_explanations(view: View) -> None:
     metrics = view.metrics
     header(view, "Explanations")
@@ -661,6 +702,7 @@ def section_explanations(view: View) -> None:
         st.info(
             "This metrics.json has no Grad-CAM scores (its 'cam' section): the pointing-game score is not available."
         )
+    _localiser_cards(metrics.get("localiser"))
 
     st.subheader("Grad-CAM gallery")
     _gallery(view)

@@ -647,3 +647,229 @@ def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bo
         assert [p.name for p in cache.iterdir() if p.is_file()] == []
     finally:
         demo.close()
+
+
+# --------------------------------------------------------------------------- the tumour map (localiser)
+
+#: Figures no real evaluation gives, so a summary that shows them read them from the bundle's metrics.json.
+LOCALISER_SCORES = {
+    "pointing_game": 0.6543,
+    "energy_in_mask": 0.31,
+    "soft_dice": 0.28,
+    "peak": 0.4567,
+    "n": 1234,
+    "baseline": {"pointing_game": 0.2171},
+    "no_tumor": {"peak": 0.0789, "n": 321},
+}
+CAM_SCORES = {"pointing_game": 0.0417, "energy_in_mask": 0.02, "n": 1234, "baseline": {"pointing_game": 0.2171}}
+
+
+class CountingLocalise:
+    """tumorlib.localise, counting the maps drawn (or failing, to test the fallback)."""
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        from tumorlib import localise
+
+        self.module, self.fail, self.calls = localise, fail, 0
+
+    def has_localiser(self, classifier) -> bool:
+        return self.fail is not None or self.module.has_localiser(classifier)
+
+    def localise(self, classifier, image):
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.module.localise(classifier, image)
+
+
+@pytest.fixture(scope="module")
+def localised(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle with a (random) tumour-mask head on stage 3 as its localiser, and a metrics.json."""
+    import torch
+
+    from tumorlib import load_bundle, localise
+
+    folder = tmp_path_factory.mktemp("localised") / "mapped"
+    shutil.copytree(tiny_bundle, folder)
+    model = load_bundle(folder).model
+    torch.manual_seed(1)
+    localise.export(folder, torch.nn.Conv2d(model.feature_info[3]["num_chs"], 1, 1), 3, model)
+    metrics = {"labels": LABELS3, "cam": CAM_SCORES, "localiser": LOCALISER_SCORES}
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return folder
+
+
+def _map_overlay(service: app.DemoService, image: np.ndarray, opacity: float) -> list:
+    from tumorlib import localise
+
+    _, clf = service.registry.get()
+    return np.asarray(app.to_display(localise.localise(clf, image).overlay(opacity))).tolist()
+
+
+def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised):
+    located, explain = CountingLocalise(), FakeExplain()
+    service = app.DemoService(app.specs_from([localised]), explain=explain, gate=None, localise=located)
+    label, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.4)
+    top = max(label, key=label.get)
+    assert selector.value == app.TUMOUR_MAP and selector.choices[0] == app.TUMOUR_MAP_CHOICE
+    assert [value for _, value in selector.choices[1:]] == LABELS3
+    assert np.asarray(overlay).tolist() == _map_overlay(service, state["image"], 0.4)
+    assert located.calls == 1 and explain.calls == []  # no Grad-CAM until a class is picked
+    assert "tumour map in" in summary and "Grad-CAM in" not in summary
+    assert "**Heatmap: tumour map** (peak " in summary and "not why the class was chosen" in summary
+    # The figures are the bundle's own (metrics.json), not written into the app.
+    assert "its peak falls inside the tumour on 65.4% of 1,234 slices" in summary
+    assert "(a fixed point at the image centre: 21.7%)" in summary
+    assert "averages 0.46 on slices with a tumour and 0.08 on slices without one" in summary
+    assert top.capitalize() in summary  # the prediction itself is unchanged
+
+    # A class: its Grad-CAM; back to the map: the cached map, drawn again at the new opacity.
+    other = next(c for c in LABELS3 if c != top)
+    cam, state = service.explain_ui(state, other, 0.4)
+    assert explain.calls == [other]
+    assert (
+        np.asarray(cam).tolist()
+        == np.asarray(app.to_display(FakeExplanation(state["image"], other).overlay(0.4))).tolist()
+    )
+    again, state = service.explain_ui(state, app.TUMOUR_MAP, 0.8)
+    assert located.calls == 1 and explain.calls == [other]
+    assert np.asarray(again).tolist() == _map_overlay(service, state["image"], 0.8)
+    # A session whose map is not cached computes it once.
+    del state["explanations"][app.TUMOUR_MAP]
+    service.explain_ui(state, app.TUMOUR_MAP, 0.5)
+    service.explain_ui(state, app.TUMOUR_MAP, 0.6)
+    assert located.calls == 2
+
+
+def test_predict_api_returns_the_tumour_map(localised):
+    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None)  # real localise
+    probabilities, overlay, summary = service.predict(str(GLIOMA))
+    assert set(probabilities) == set(LABELS3) and service.explain.calls == []
+    image = app.working_copy(decode_image(GLIOMA))
+    assert np.asarray(overlay).tolist() == _map_overlay(service, image, app.DEFAULT_OPACITY)
+    assert "tumour map in" in summary and "65.4%" in summary
+
+
+def test_real_grad_cam_and_tumour_map_switch_back_and_forth(localised):
+    pytest.importorskip("tumorlib.explain")
+    service = app.DemoService(app.specs_from([localised]), gate=None)  # the installed modules
+    *_, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
+    assert selector.value == app.TUMOUR_MAP
+    for target in LABELS3:
+        cam, state = service.explain_ui(state, target, 0.5)
+        assert state["explanations"][target].target == target and isinstance(cam, Image.Image)
+    back, state = service.explain_ui(state, app.TUMOUR_MAP, 0.5)
+    assert np.asarray(back).tolist() == np.asarray(overlay).tolist()
+    assert "Tumour map | yes, a head trained on tumour masks on stage 3" in service.model_tab(None)[0]
+
+
+def test_without_a_localiser_the_heatmap_stays_grad_cam(tiny_bundle, localised):
+    # A model without one: the classes only, Grad-CAM of the top class, no word of a tumour map.
+    service = app.DemoService(app.specs_from([tiny_bundle]), explain=FakeExplain(), gate=None)
+    assert service.localise is not None  # installed; this model just has no localiser
+    _, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
+    assert isinstance(overlay, Image.Image) and selector.value == service.explain.calls[-1]
+    assert [value for _, value in selector.choices] == LABELS3
+    assert "Grad-CAM in" in summary and "**Heatmap: Grad-CAM of " in summary and "tumour map" not in summary
+    assert "falls inside the tumour" not in summary  # no metrics.json, no figure
+    assert "Tumour map | none" in service.model_tab(None)[0]
+
+    # The localiser turned off: a localised bundle shows Grad-CAM, with the pointing game of its metrics.json.
+    off = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=None)
+    probabilities, overlay, summary = off.predict(str(GLIOMA))
+    top = max(probabilities, key=probabilities.get)
+    assert off.explain.calls == [top] and isinstance(overlay, Image.Image)
+    assert f"**Heatmap: Grad-CAM of {top.replace('_', ' ')}**" in summary and "not where a tumour is" in summary
+    assert (
+        "its peak falls inside the tumour on 4.2% of 1,234 slices (a fixed point at the image centre: 21.7%)" in summary
+    )
+    *_, state = off.predict_ui(str(GLIOMA), None, 0.5)
+    assert off.explain_ui(state, app.TUMOUR_MAP, 0.5) == (None, state)
+
+
+def test_summary_figures_follow_the_metrics_file(localised, tmp_path):
+    folder = tmp_path / "other"
+    shutil.copytree(localised, folder)
+    scores = {**LOCALISER_SCORES, "pointing_game": 0.5, "baseline": {"pointing_game": 0.125}, "n": 40}
+    (folder / "metrics.json").write_text(json.dumps({"labels": LABELS3, "localiser": scores}), encoding="utf-8")
+    _, _, summary = app.DemoService(app.specs_from([folder]), explain=None, gate=None).predict(str(GLIOMA))
+    assert "on 50.0% of 40 slices (a fixed point at the image centre: 12.5%)" in summary and "65.4%" not in summary
+    (folder / "metrics.json").unlink()
+    _, overlay, summary = app.DemoService(app.specs_from([folder]), explain=None, gate=None).predict(str(GLIOMA))
+    assert isinstance(overlay, Image.Image) and "tumour map in" in summary
+    assert "has no check of the map against tumour masks" in summary and "falls inside" not in summary
+
+
+def test_a_damaged_localiser_falls_back_to_grad_cam_with_a_note(localised, tmp_path):
+    from tumorlib import BundleError, Classifier, load_bundle, localise
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(localised, damaged)
+    blob = bytearray((damaged / "localiser.safetensors").read_bytes())
+    blob[-3] ^= 0xFF
+    (damaged / "localiser.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(BundleError):
+        localise.localise(Classifier(load_bundle(damaged)), GLIOMA)
+
+    service = app.DemoService(app.specs_from([damaged]), explain=FakeExplain(), gate=None)
+    probabilities, overlay, summary = service.predict(str(GLIOMA))
+    top = max(probabilities, key=probabilities.get)
+    assert isinstance(overlay, Image.Image) and service.explain.calls == [top]
+    assert (
+        "The tumour map could not be loaded for this model. Grad-CAM of the predicted class is shown instead."
+        in summary
+    )
+    assert "Grad-CAM in" in summary and top.capitalize() in summary
+    _, summary, _, overlay, selector, _ = service.predict_ui(str(GLIOMA), None, 0.5)
+    assert selector.value == top and app.TUMOUR_MAP not in [v for _, v in selector.choices]
+    assert isinstance(overlay, Image.Image) and "could not be loaded" in summary
+
+    # Without Grad-CAM either: no overlay, the prediction still stands, the note says why.
+    bare = app.DemoService(app.specs_from([damaged]), explain=None, gate=None)
+    probabilities, overlay, summary = bare.predict(str(GLIOMA))
+    assert overlay is None and set(probabilities) == set(LABELS3)
+    assert "could not be loaded for this model. Grad-CAM is not installed" in summary
+
+
+def test_a_failing_tumour_map_never_loses_the_prediction(localised):
+    failing = CountingLocalise(fail=RuntimeError("internal detail"))
+    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=failing)
+    label, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
+    assert set(label) == set(LABELS3) and isinstance(overlay, Image.Image) and selector.value in LABELS3
+    assert "The tumour map could not be drawn for this image." in summary and "internal detail" not in summary
+    with pytest.warns(UserWarning, match="tumour map could not be drawn"):
+        assert service.explain_ui(state, app.TUMOUR_MAP, 0.5) == (None, state)
+
+
+def test_preload_warms_the_tumour_map(localised):
+    located = CountingLocalise()
+    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=located)
+    service.preload()
+    assert located.calls == 1 and len(service.explain.calls) == 1
+
+
+def test_page_events_with_a_tumour_map(localised):
+    """The sentinel choice survives Gradio's pre- and post-processing; the overlay's label claims no method."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    demo = app.build_demo(model_dirs=[localised], explain=FakeExplain(), gate=None)
+    fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
+    session = SessionState(demo)
+
+    def run(name: str, inputs: list) -> list:
+        fn = next(f for f in fns if f.name == name)
+        return asyncio.run(demo.process_api(fn, inputs, state=session))["data"]
+
+    upload = {"path": str(GLIOMA), "orig_name": GLIOMA.name, "meta": {"_type": "gradio.FileData"}}
+    _, summary, _, overlay, selector, _ = run("predict_ui", [upload, "mapped", 0.5])
+    assert selector["value"] == app.TUMOUR_MAP and overlay["path"] and "tumour map in" in summary
+    assert list(selector["choices"][0]) == list(app.TUMOUR_MAP_CHOICE)
+    cam, _ = run("explain_ui", [None, LABELS3[0], 0.5])
+    back, _ = run("explain_ui", [None, app.TUMOUR_MAP, 0.5])
+    assert cam["path"] != back["path"]
+    labels = {block.label for block in demo.blocks.values() if isinstance(block, (gr.Image, gr.Radio))}
+    assert "Heatmap" in labels and not any("Grad-CAM" in str(label) for label in labels)
+    predict = next(dep for dep in demo.config["dependencies"] if dep.get("api_name") == "predict")
+    assert "heatmap overlay" in predict["api_description"] and "Grad-CAM" not in predict["api_description"]

@@ -212,6 +212,19 @@ def test_grad_cam_scores_come_with_their_chance_levels(config4):
     )
 
 
+def test_tumour_map_figures_when_the_bundle_ships_a_localiser(config4):
+    metrics = fake_metrics(LABELS4, seed=3)
+    assert "Tumour map" not in model_card(config4, metrics)
+    metrics["localiser"] = {"pointing_game": 0.6614, "energy_in_mask": 0.152, "soft_dice": 0.091, "peak": 0.4321,
+                            "n": 2393,
+                            "baseline": {"pointing_game": 0.2645}, "no_tumor": {"peak": 0.0712, "n": 703}}  # fmt: skip
+    card = model_card(config4, metrics)
+    assert "**Tumour map against tumour masks** (2393 tumour slices)" in card
+    assert "inside the tumour on 66.1% of slices; 15.2% of the map" in card and "soft Dice 9.1%" in card
+    assert "image centre scores 26.5%" in card and "Mean peak 0.43 on tumour slices, 0.07 on 703 no-tumour" in card
+    assert "not why a class was chosen" in card
+
+
 def test_gate_figures_each_with_what_they_were_measured_on(config4):
     metrics = fake_metrics(LABELS4, seed=4)
     card = model_card(config4, metrics)

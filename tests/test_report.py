@@ -542,6 +542,13 @@ def test_checks_table_only_with_stored_checks(metrics):
     data["cam"]["ceiling"] = {"pointing_game": 0.409, "grid": [4, 4]}
     table = report.checks_table(data)
     assert table.loc[4, "Value"] == "40.9%" and "4 x 4 feature grid" in table.loc[4, "Check"]
+    data["localiser"] = {"pointing_game": 0.6614, "energy_in_mask": 0.152, "soft_dice": 0.091, "peak": 0.4321,
+                         "n": 48, "no_tumor": {"peak": 0.0712, "n": 20}}  # fmt: skip
+    table = report.checks_table(data)
+    assert list(table["Value"][5:]) == ["66.1%", "15.2%", "9.1%", "0.43 / 0.07"]
+    assert table.loc[5, "Check"] == "Tumour map pointing game (n = 48)" and "(n = 20)" in table.loc[8, "Check"]
+    data["localiser"]["no_tumor"] = {"peak": None, "n": 0}  # a three-class run has no tumour-free slices
+    assert len(report.checks_table(data)) == 8
 
 
 def test_per_class_figure_bars_and_intervals(metrics):

@@ -19,7 +19,8 @@ DATA = ["--data", str(FIGSHARE), "--data", str(FOLDERS)]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    assert train_cli([*DATA, "--val-fraction", "0.5", "--epochs", "1", "--output", str(out), "--name", "r", *TINY]) == 0
+    args = [*DATA, "--val-fraction", "0.5", "--epochs", "1", "--mask-loss", "0.5", "--output", str(out), "--name", "r"]
+    assert train_cli([*args, *TINY]) == 0
     return out / "r"
 
 
@@ -29,12 +30,17 @@ def test_ship_writes_the_model_folder_and_the_results(run, tmp_path):
                      "--no-progress"])  # fmt: skip
     assert code == 0
     assert {p.name for p in to.iterdir()} == {"model.safetensors", "config.json", "gate.safetensors", "metrics.json",
-                                              "README.md"}  # fmt: skip
+                                              "README.md", "localiser.safetensors"}  # fmt: skip
     metrics = json.loads((to / "metrics.json").read_text())
     held_out = json.loads((run / "eval-heldout.json").read_text())
     # The figures are the held-out evaluation's, on the run's own validation patients.
     assert metrics["accuracy"] == held_out["accuracy"] and metrics["n"] == held_out["n"] < 32
     assert metrics["model"] == str(to) and metrics["variant"] == "fp32"
+    # The mask head ships as the tumour localiser and is checked against the held-out masks as served.
+    assert (
+        metrics["localiser"]["n"] == metrics["cam"]["n"] > 0
+        and "Tumour map against tumour masks" in (to / "README.md").read_text()
+    )
     for key, least in (("non_mri_test", 20), ("other_medical_test", 10)):
         test = metrics["gate"][key]
         assert (

@@ -398,12 +398,28 @@ def test_gallery_and_cam_scores_when_evaluation_exported_them(app, tmp_path):
     )
     assert len(at.image) == 3
     assert "No explanations/ folder" not in _texts(at.info)
+    assert "Tumour map (the mask head)" not in [s.value for s in at.subheader]
+
     at.radio(key="gallery_filter").set_value("Misclassified").run()
     assert len(at.image) == 1
     # Overview lists the stored CAM scores under "Other checks".
     _show(at, "Overview")
     checks = at.dataframe[2].value
     assert list(checks["Value"]) == ["81.2%", "63.4%", "31.2%", "4.1%", "40.9%"]
+    metrics["localiser"] = {"pointing_game": 0.6614, "energy_in_mask": 0.152, "soft_dice": 0.091, "peak": 0.4321,
+                            "n": 16,
+                            "baseline": {"pointing_game": 0.3125}, "no_tumor": {"peak": 0.0712, "n": 8}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    at = _show(app(tmp_path).run(), "Explanations")
+    assert "Tumour map (the mask head)" in [s.value for s in at.subheader]
+    assert [(m.label, m.value) for m in at.metric][2:] == [
+        ("Pointing game", "66.1%"), ("Energy in mask", "15.2%"), ("Soft Dice", "9.1%")
+    ]  # fmt: skip
+    assert "centre scores 31.2%" in _texts(at.caption) and "0.43 on tumour slices and 0.07 on 8 no-tumour" in _texts(
+        at.caption
+    )
+    _show(at, "Overview")
+    assert list(at.dataframe[2].value["Value"])[5:] == ["66.1%", "15.2%", "9.1%", "0.43 / 0.07"]
 
 
 def test_gallery_without_index_pages_through_the_pngs(app, tmp_path):

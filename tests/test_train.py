@@ -34,7 +34,7 @@ def cv_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = train_cli(
         ["--data", str(FIGSHARE), "--data", str(FOLDERS), "--folds", "2", "--epochs", "1", "--final",
-         "--output", str(out), "--name", "cv", *TINY]
+         "--mask-loss", "0.5", "--precision", "bf16", "--output", str(out), "--name", "cv", *TINY]
     )  # fmt: skip
     assert code == 0
     return out / "cv"
@@ -72,27 +72,102 @@ def test_cv_run_writes_every_output(cv_run):
     pooled = sum(c["baseline"]["pointing_game"] * c["n"] for c in fold_cams) / 24
     assert metrics["cam"]["baseline"]["pointing_game"] == pytest.approx(pooled)
     assert metrics["cam"]["ceiling"]["grid"] == fold_cams[0]["ceiling"]["grid"]
+    # The mask head, shipped as the tumour localiser: checked the same way, plus the no-tumour slices
+    fold_locs = [json.loads((cv_run / f"fold{k}" / "metrics.json").read_text())["localiser"] for k in (0, 1)]
+    loc = metrics["localiser"]
+    assert loc["n"] == sum(f["n"] for f in fold_locs) == 24
+    assert loc["no_tumor"]["n"] == sum(f["no_tumor"]["n"] for f in fold_locs) == 8
+    assert 0 <= loc["no_tumor"]["peak"] <= 1
+    for key in ("pointing_game", "energy_in_mask", "soft_dice", "peak"):
+        assert loc[key] == pytest.approx(sum(f[key] * f["n"] for f in fold_locs) / 24)
+    assert loc["baseline"]["pointing_game"] == pytest.approx(metrics["cam"]["baseline"]["pointing_game"])
+    assert (cv_run / "localiser.safetensors").is_file() and (
+        cv_run / "fold0" / "bundle" / "localiser.safetensors"
+    ).is_file()
 
 
-def test_cam_added_to_folds_finished_without_it(cv_run, tmp_path):
-    from train.train import add_fold_cam
+@pytest.mark.parametrize("missing", [("cam",), ("localiser",), ("cam", "localiser")])
+def test_mask_checks_added_to_folds_finished_without_them(cv_run, tmp_path, missing):
+    from train.train import add_fold_checks
     from tumorlib.splits import make_folds
 
     fold = tmp_path / "fold0"
     shutil.copytree(cv_run / "fold0", fold)
     m = json.loads((fold / "metrics.json").read_text())
-    expected = m.pop("cam")
+    expected = {key: m.pop(key) for key in missing}
+    kept = {key: m[key] for key in ("cam", "localiser") if key not in missing}
     (fold / "metrics.json").write_text(json.dumps(m))
     records = read_datasets([FIGSHARE, FOLDERS])
     folds = make_folds(records, 2, 0)
-    args = parse_args(["--data", "x", *TINY, "--folds", "2"])
-    add_fold_cam(args, fold, [r for r, f in zip(records, folds, strict=True) if f == 0], class_names(records))
-    got = json.loads((fold / "metrics.json").read_text())["cam"]
-    assert got["n"] == expected["n"] and got["pointing_game"] == pytest.approx(expected["pointing_game"])
+    args = parse_args(["--data", "x", *TINY, "--folds", "2", "--mask-loss", "0.5"])
+    add_fold_checks(args, fold, [r for r, f in zip(records, folds, strict=True) if f == 0], class_names(records))
+    got = json.loads((fold / "metrics.json").read_text())
+    for key, value in expected.items():
+        assert got[key]["n"] == value["n"] and got[key]["pointing_game"] == pytest.approx(value["pointing_game"])
+    assert {key: got[key] for key in kept} == kept  # what was there is not recomputed
+    if "localiser" in missing:
+        assert got["localiser"]["soft_dice"] == pytest.approx(expected["localiser"]["soft_dice"])
+
+
+def _fold_logits_as_served(fold: Path, records) -> tuple[list[str], torch.Tensor]:
+    """(ids, float32 logits) of the fold's held-out slices from its exported model, through the Classifier."""
+    with (fold / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_id = {r.id: r for r in records}
+    clf = Classifier(load_bundle(fold / "bundle"), variant="fp32")
+    batch = torch.stack([clf.preprocess(by_id[r["id"]].path) for r in rows])
+    return [r["id"] for r in rows], clf.logits(batch)
+
+
+def _recorded_logits(fold: Path) -> torch.Tensor:
+    with (fold / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    labels = ["glioma", "meningioma", "pituitary", "no_tumor"]
+    return torch.tensor([[float(r[f"logit_{c}"]) for c in labels] for r in rows])
+
+
+def test_fold_scores_are_the_served_float32_models_even_when_training_in_bf16(cv_run):
+    records = read_datasets([FIGSHARE, FOLDERS])
+    for k in (0, 1):
+        fold = cv_run / f"fold{k}"
+        _, served = _fold_logits_as_served(fold, records)
+        # bf16 autocast moves these logits by ~1e-3; the CSV keeps 6 decimals
+        assert torch.allclose(_recorded_logits(fold), served, atol=2e-5), k
+        assert json.loads((fold / "metrics.json").read_text())["precision"] == "fp32"
+    assert json.loads((cv_run / "metrics.json").read_text())["precision"] == "fp32"
+
+
+def test_folds_scored_in_bf16_are_rescored_in_float32_on_resume(cv_run, tmp_path):
+    from accelerate import Accelerator
+
+    from train.train import rescore_fold
+    from tumorlib.splits import make_folds
+
+    fold = tmp_path / "fold0"
+    shutil.copytree(cv_run / "fold0", fold)
+    m = json.loads((fold / "metrics.json").read_text())
+    del m["precision"]  # as a fold scored before the fix records it
+    m["accuracy"] = -1.0
+    (fold / "metrics.json").write_text(json.dumps(m))
+    text = (fold / "predictions.csv").read_text()
+    (fold / "predictions.csv").write_text(text.replace(",0.", ",0.9", 5))  # scores that are not the model's
+    records = read_datasets([FIGSHARE, FOLDERS])
+    folds = make_folds(records, 2, 0)
+    args = parse_args(["--data", "x", *TINY, "--folds", "2", "--mask-loss", "0.5"])
+    held_out = [r for r, f in zip(records, folds, strict=True) if f == 0]
+    rescore_fold(args, fold, held_out, class_names(records), Accelerator(cpu=True))
+    got = json.loads((fold / "metrics.json").read_text())
+    assert got["precision"] == "fp32" and got["accuracy"] == pytest.approx(json.loads(
+        (cv_run / "fold0" / "metrics.json").read_text())["accuracy"])  # fmt: skip
+    assert got["cam"] == m["cam"] and got["localiser"] == m["localiser"] and got["fold"] == 0  # kept, not redone
+    assert (fold / "predictions.csv").read_text() == (cv_run / "fold0" / "predictions.csv").read_text()
+    before = (fold / "metrics.json").read_text()
+    rescore_fold(args, fold, held_out, class_names(records), Accelerator(cpu=True))  # already float32: untouched
+    assert (fold / "metrics.json").read_text() == before
 
 
 def test_a_damaged_fold_checkpoint_only_skips_that_folds_cam(cv_run, tmp_path, capsys):
-    from train.train import add_fold_cam
+    from train.train import add_fold_checks
 
     fold = tmp_path / "fold0"
     shutil.copytree(cv_run / "fold0", fold)
@@ -103,9 +178,9 @@ def test_a_damaged_fold_checkpoint_only_skips_that_folds_cam(cv_run, tmp_path, c
     data[-100] ^= 0xFF  # one flipped byte inside the tensors
     (fold / "checkpoint.safetensors").write_bytes(bytes(data))
     records = read_datasets([FIGSHARE, FOLDERS])
-    add_fold_cam(parse_args(["--data", "x", *TINY, "--folds", "2"]), fold, records[:4], class_names(records))
+    add_fold_checks(parse_args(["--data", "x", *TINY, "--folds", "2"]), fold, records[:4], class_names(records))
     err = capsys.readouterr().err
-    assert "no Grad-CAM check for fold0" in err and "SHA-256" in err
+    assert "no mask checks for fold0" in err and "SHA-256" in err
     assert json.loads((fold / "metrics.json").read_text()) == m
 
 
@@ -136,6 +211,8 @@ def test_evaluate_returns_the_schema(cv_run, tmp_path):
     with preds.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and rows[0]["path"].endswith(".jpg")
+    # the bundle ships the trained mask head, so the evaluation checks it too
+    assert m["localiser"]["n"] == m["cam"]["n"] == 24 and m["localiser"]["no_tumor"]["n"] == 8
 
 
 def test_cam_report_states_the_chance_levels(tiny_bundle):

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tumorlib import explain, gate
+from tumorlib import explain, gate, localise
 from tumorlib import metrics as M
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
@@ -58,7 +58,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    p.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM check against tumour masks")
+    p.add_argument(
+        "--no-cam", action="store_true", help="skip the Grad-CAM and tumour-localiser checks against tumour masks"
+    )
     p.add_argument("--cam-max", type=int, default=0, help="check at most this many masked images (0: all)")
     p.add_argument("--cam-method", default="gradcam", choices=["gradcam", "gradcam++"])
     p.add_argument("--explanations", help="folder to export overlay PNGs and index.csv for the dashboard")
@@ -157,6 +159,46 @@ def cam_report(
     }
 
 
+def localiser_report(clf: Classifier, records, indices, negatives=(), progress: bool = False) -> dict:
+    """The tumour localiser against the masks of ``indices`` (pointing game, energy in mask, soft Dice, peak)
+    and its peak on the tumour-free slices ``negatives`` (where it should stay low)."""
+    hits, energy, dices, peaks, centre_hits = [], [], [], [], []
+    start = time.perf_counter()
+    for i in tqdm(indices, desc="localiser", disable=not progress, dynamic_ncols=True):
+        mask = records[i].load_mask()
+        if mask is None:
+            continue
+        loc = localise.localise(clf, records[i].load_image())
+        score = explain.mask_scores(loc.heatmap, mask)
+        hits.append(score["pointing_hit"])
+        energy.append(score["energy_in_mask"])
+        dices.append(localise.soft_dice(loc.heatmap, mask))
+        peaks.append(loc.peak)
+        centre = np.zeros(mask.shape, dtype=np.float32)
+        centre[mask.shape[0] // 2, mask.shape[1] // 2] = 1.0
+        centre_hits.append(explain.mask_scores(centre, mask)["pointing_hit"])
+    n = len(hits)
+    quiet = [localise.localise(clf, records[i].load_image()).peak for i in negatives]
+    return {
+        "pointing_game": float(np.mean(hits)) if n else None,
+        "energy_in_mask": float(np.mean(energy)) if n else None,
+        "soft_dice": float(np.mean(dices)) if n else None,
+        "peak": float(np.mean(peaks)) if n else None,
+        "n": n,
+        "baseline": {
+            "pointing_game": float(np.mean(centre_hits)) if n else None,
+            "how": "pointing game of a heatmap peaked at the image centre",
+        },
+        "no_tumor": {"peak": float(np.mean(quiet)) if quiet else None, "n": len(quiet)},
+        "ms_per_image": (time.perf_counter() - start) * 1000 / max(n + len(quiet), 1),
+    }
+
+
+def tumour_free(records) -> list[int]:
+    """Indices of the records whose class is no tumour (the localiser should find nothing there)."""
+    return [i for i, r in enumerate(records) if r.label == "no_tumor"]
+
+
 def main(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -192,6 +234,11 @@ def main(args: argparse.Namespace) -> dict:
         metrics["cam"] = cam_report(
             clf, records, masked, preds, args.cam_method, args.explanations, args.n_explanations, not args.no_progress
         )
+    if (masked or tumour_free(records)) and not args.no_cam and localise.has_localiser(clf):
+        negatives = tumour_free(records)
+        if args.cam_max:
+            negatives = negatives[:: max(1, len(negatives) // args.cam_max)][: args.cam_max]
+        metrics["localiser"] = localiser_report(clf, records, masked, negatives, not args.no_progress)
     metrics["model"] = str(args.model or DEFAULT_MODEL_DIR)
     metrics["data"] = [str(d) for d in args.data]
     if args.val_fraction:

@@ -28,7 +28,7 @@ from tumorlib.modelcard import model_card
 
 from . import evaluate
 
-BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors")
+BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors", "localiser.safetensors")
 RESULT_FILES = ("config.yaml", "history.csv", "status.json")
 FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
 

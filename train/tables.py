@@ -136,6 +136,12 @@ def _cam_text(m: Mapping) -> str:
     if ceiling.get("pointing_game") is not None and len(ceiling.get("grid") or []) == 2:
         rows, cols = ceiling["grid"]
         text += f"; ceiling on its {rows} x {cols} feature grid {format_pct(ceiling['pointing_game'])}"
+    loc = m.get("localiser") or {}
+    if loc.get("pointing_game") is not None:
+        text += (
+            f". Tumour map (the mask head): pointing game {format_pct(loc['pointing_game'])}, energy in mask "
+            f"{format_pct(loc.get('energy_in_mask'))}, soft Dice {format_pct(loc.get('soft_dice'))}"
+        )
     return text + "."
 
 
@@ -160,6 +166,8 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     rows.append(["Grad-CAM pointing game / energy in mask", *(_cam_cell(m) for m in runs.values())])
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
     rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
+    rows.append(["tumour map pointing game / energy in mask", *(_localiser_cell(m) for m in runs.values())])
+    rows.append(["tumour map soft Dice; mean peak, tumour / no-tumour", *(_peak_cell(m) for m in runs.values())])
     rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
     for key, title in (("non_mri_test", "non-MRI images"), ("other_medical_test", "other medical images")):
         rows.append(
@@ -180,6 +188,22 @@ def _cam_cell(m: Mapping) -> str:
     if cam.get("pointing_game") is None:
         return report.MISSING
     return f"{format_pct(cam['pointing_game'])} / {format_pct(cam.get('energy_in_mask'))} ({cam.get('n', 0):,} slices)"
+
+
+def _localiser_cell(m: Mapping) -> str:
+    loc = m.get("localiser") or {}
+    if loc.get("pointing_game") is None:
+        return report.MISSING
+    return f"{format_pct(loc['pointing_game'])} / {format_pct(loc.get('energy_in_mask'))} ({loc.get('n', 0):,} slices)"
+
+
+def _peak_cell(m: Mapping) -> str:
+    loc = m.get("localiser") or {}
+    if loc.get("soft_dice") is None:
+        return report.MISSING
+    quiet = (loc.get("no_tumor") or {}).get("peak")
+    peaks = f"{loc['peak']:.2f} / {quiet:.2f}" if quiet is not None else f"{loc['peak']:.2f}"
+    return f"{format_pct(loc['soft_dice'])}; {peaks}"
 
 
 def _chance_cell(m: Mapping) -> str:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from tumorlib import localise
 from tumorlib import metrics as M
 from tumorlib.bundle import create_model, load_bundle, save_bundle, update_config
 from tumorlib.calibration import crossfit_probabilities, fit_temperature, softmax
@@ -453,7 +454,8 @@ def evaluate(model: nn.Module, loader: DataLoader, accelerator, progress: bool =
     """Logits, labels and dataset indices of every item, gathered from all processes, and the mean loss.
 
     ``fp32`` skips autocast: the final scores must be those of the served model, and a served model
-    only uses bf16 where it gives fp32's answers (see :func:`tumorlib.inference.check_bf16`)."""
+    only uses bf16 where it gives fp32's answers (see :func:`tumorlib.inference.check_bf16`). For that
+    ``model`` must not be one ``accelerator.prepare`` wrapped in bf16 autocast (see :func:`fit`)."""
     model.eval()
     logits, labels, index = [], [], []
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True):
@@ -610,9 +612,12 @@ def fit(
                 file=sys.stderr,
             )
         accelerator.wait_for_everyone()
-    result = {"history": history, "model": raw.model}
+    result = {"history": history, "model": raw.model, "mask_head": raw.mask_head, "mask_stage": raw.mask_index}
     if len(eval_ds):
-        ev = evaluate(model, eval_loader, accelerator, fp32=True)
+        # The recorded scores are the served model's, in float32. accelerate's bf16 wraps the prepared
+        # model's forward in autocast (a context around the call cannot turn that off), so unwrap it.
+        plain = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+        ev = evaluate(plain, eval_loader, accelerator, fp32=True)
         result.update(logits=ev["logits"], labels=ev["labels"], index=ev["index"])
     return result
 
@@ -691,8 +696,11 @@ def export_bundle(
     records: list[Record],
     temperature: float,
     extra: dict,
+    mask_head: nn.Module | None = None,
+    mask_stage: int | None = None,
 ) -> None:
-    """Save the bundle and record whether bf16 inference agrees with fp32 on a few of the run's images."""
+    """Save the bundle (with the mask head as its tumour localiser, if trained) and record whether bf16
+    inference agrees with fp32 on a few of the run's images."""
     data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
     model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
     save_bundle(
@@ -704,6 +712,8 @@ def export_bundle(
         extra=extra,
         model_args=architecture_args(args),
     )
+    if mask_head is not None:
+        localise.export(out_dir, mask_head, mask_stage, model)
     check_images = [r.path for r in records[:: max(1, len(records) // 16)][:16] if r.kind == "file"]
     if check_images:
         update_config(out_dir, inference=check_bf16(load_bundle(out_dir), check_images))
@@ -793,7 +803,7 @@ def run_single(records, labels, args, run_dir: Path, accelerator, recipe) -> str
         )
         save_json(metrics, run_dir / "metrics.json")
     extra = {"training": recipe, "split": f"patient-grouped validation fraction {args.val_fraction}"}
-    export_bundle(out["model"], run_dir, labels, args, records, temperature, extra)
+    export_bundle(out["model"], run_dir, labels, args, records, temperature, extra, out["mask_head"], out["mask_stage"])
     fit_bundle_gate(run_dir, train_r, val_r)
     write_model_card(run_dir, metrics, extra)
     return "complete"
@@ -806,8 +816,11 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         fold_dir = run_dir / f"fold{k}"
         if (fold_dir / "metrics.json").exists():
             accelerator.print(f"[fold {k}] already complete")
+            test_r = [r for r, f in zip(records, folds, strict=True) if f == k]
+            if accelerator.is_main_process:
+                rescore_fold(args, fold_dir, test_r, labels, accelerator)
             if accelerator.is_main_process and not args.no_cam:
-                add_fold_cam(args, fold_dir, [r for r, f in zip(records, folds, strict=True) if f == k], labels)
+                add_fold_checks(args, fold_dir, test_r, labels)
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
@@ -819,11 +832,9 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
                 fold_dir / "predictions.csv", ordered, labels, out["logits"], softmax(out["logits"]), out["labels"]
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
-            m["fold"] = k
+            m.update(fold=k, precision="fp32")
             if not args.no_cam:
-                cam = fold_cam(out["model"], args, fold_dir, test_r, labels)
-                if cam:
-                    m["cam"] = cam
+                m.update(fold_checks(out["model"], out["mask_head"], out["mask_stage"], args, fold_dir, test_r, labels))
             save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete
         accelerator.wait_for_everyone()
     done = [k for k in range(args.folds) if (run_dir / f"fold{k}" / "metrics.json").exists()]
@@ -835,50 +846,105 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     extra = {"training": recipe, "split": f"{args.folds}-fold cross-validation grouped by patient (seed {args.seed})"}
     if args.final:
         out = fit(records, [], labels, args, run_dir / "final", accelerator, "final")
-        export_bundle(out["model"], run_dir, labels, args, records, temperature, extra)
+        export_bundle(
+            out["model"], run_dir, labels, args, records, temperature, extra, out["mask_head"], out["mask_stage"]
+        )
         fit_bundle_gate(run_dir, records, None)
         write_model_card(run_dir, metrics, extra)
     return "complete"
 
 
-def fold_cam(model: nn.Module, args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> dict | None:
-    """Grad-CAM of the fold's model on its held-out tumour slices with masks (pointing game, energy)."""
+def _fold_model(args, fold_dir: Path, labels: list[str]) -> TrainModel:
+    """The fold's model (with its training heads) from its verified checkpoint, float32, eval mode."""
+    net = create_model(args.model, len(labels), None, **architecture_args(args))
+    model = TrainModel(net, mask_head=args.mask_loss > 0)
+    own = load_model_state(fold_dir / CHECKPOINT)
+    model.load_state_dict({k: v for k, v in own.items() if not k.startswith("hint.")}, strict=False)
+    return model.float().eval()
+
+
+def rescore_fold(args, fold_dir: Path, test_records: list[Record], labels: list[str], accelerator) -> None:
+    """For a fold scored before its scores were float32 (bf16 autocast leaked into the final evaluation):
+    score its held-out patients again from the fold checkpoint in float32, as served."""
+    path = fold_dir / "metrics.json"
+    metrics = load_json(path)
+    if metrics.get("precision") == "fp32" or not (fold_dir / CHECKPOINT).exists():
+        return
+    try:
+        model = _fold_model(args, fold_dir, labels).model
+    except CheckpointError as err:
+        print(f"warning: {fold_dir.name} keeps its bf16 scores: {err}", file=sys.stderr)
+        return
+    data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
+    ds = SliceDataset(test_records, labels, create_transform(data), cache=False)
+    ev = evaluate(
+        model, DataLoader(ds, batch_size=args.batch_size * 2, num_workers=args.workers), accelerator, fp32=True
+    )
+    ordered = [test_records[i] for i in ev["index"]]
+    write_predictions(fold_dir / "predictions.csv", ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
+    rescored = fold_metrics(ev["logits"], ev["labels"], [r.group for r in ordered], labels)
+    kept = {key: metrics[key] for key in ("fold", "cam", "localiser") if key in metrics}
+    save_json({**rescored, **kept, "precision": "fp32"}, path)
+    print(
+        f"[{fold_dir.name}] rescored in float32: accuracy {metrics['accuracy']:.4f} -> {rescored['accuracy']:.4f}",
+        file=sys.stderr,
+    )
+
+
+def fold_checks(
+    model: nn.Module,
+    mask_head: nn.Module | None,
+    mask_stage: int | None,
+    args,
+    fold_dir: Path,
+    test_records: list[Record],
+    labels: list[str],
+    want: tuple[str, ...] = ("cam", "localiser"),
+) -> dict:
+    """The fold's model on its held-out patients against their tumour masks: Grad-CAM (``cam``) and, when
+    the recipe trains a mask head, the tumour localiser (``localiser``); only the keys in ``want``."""
     from tumorlib.inference import Classifier
 
-    from .evaluate import cam_report
+    from .evaluate import cam_report, localiser_report, tumour_free
 
     masked = [i for i, r in enumerate(test_records) if r.mask_path is not None or r.kind == "mat"]
     if not masked:
-        return None
+        return {}
     data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
     model = model.float().to(memory_format=torch.contiguous_format).cpu().eval()
     bundle_dir = fold_dir / "bundle"
     save_bundle(
         model, bundle_dir, label_names=labels, data=data, dtype=torch.float32, model_args=architecture_args(args)
     )
+    if mask_head is not None:
+        localise.export(bundle_dir, mask_head, mask_stage, model)
     clf = Classifier(load_bundle(bundle_dir), device="cpu", variant="fp32")
-    preds = np.zeros(len(test_records), dtype=int)  # only used to caption exported overlays, none here
-    return cam_report(clf, test_records, masked, preds, "gradcam", None, 0, False)
+    checks = {}
+    if "cam" in want:
+        preds = np.zeros(len(test_records), dtype=int)  # only used to caption exported overlays, none here
+        checks["cam"] = cam_report(clf, test_records, masked, preds, "gradcam", None, 0, False)
+    if "localiser" in want and mask_head is not None:
+        checks["localiser"] = localiser_report(clf, test_records, masked, tumour_free(test_records))
+    return checks
 
 
-def add_fold_cam(args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> None:
-    """For a fold finished before the trainer checked explanations: its Grad-CAM from the fold checkpoint."""
+def add_fold_checks(args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> None:
+    """For a fold finished before the trainer made a check (Grad-CAM, the localiser): that check, from the
+    fold checkpoint."""
     path = fold_dir / "metrics.json"
     metrics = load_json(path)
-    if "cam" in metrics or not (fold_dir / CHECKPOINT).exists():
+    want = tuple(k for k in ("cam", "localiser") if k not in metrics and (k == "cam" or args.mask_loss > 0))
+    if not want or not (fold_dir / CHECKPOINT).exists():
         return
-    net = create_model(args.model, len(labels), None, **architecture_args(args))
-    model = TrainModel(net, mask_head=args.mask_loss > 0)
     try:
-        own = load_model_state(fold_dir / CHECKPOINT)
+        model = _fold_model(args, fold_dir, labels)
     except CheckpointError as err:
-        # The fold's predictions and metrics stand; only its explanation check is missing.
-        print(f"warning: no Grad-CAM check for {fold_dir.name}: {err}", file=sys.stderr)
+        # The fold's predictions and metrics stand; only its checks against the masks are missing.
+        print(f"warning: no mask checks for {fold_dir.name}: {err}", file=sys.stderr)
         return
-    model.load_state_dict({k: v for k, v in own.items() if not k.startswith("hint.")}, strict=False)
-    cam = fold_cam(model.model, args, fold_dir, test_records, labels)
-    if cam:
-        metrics["cam"] = cam
+    checks = fold_checks(model.model, model.mask_head, model.mask_index, args, fold_dir, test_records, labels, want)
+    if checks:
+        metrics.update(checks)
         save_json(metrics, path)
 
 
@@ -897,6 +963,8 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
     folds = [load_json(run_dir / f"fold{f}" / "metrics.json") for f in range(k)]
     pooled["folds"] = folds
     pooled["cv_summary"] = M.summarize_folds(folds)
+    if all(f.get("precision") == "fp32" for f in folds):
+        pooled["precision"] = "fp32"
     cams = [f["cam"] for f in folds if f.get("cam") and f["cam"].get("n")]
     if cams:
         n = sum(c["n"] for c in cams)
@@ -923,6 +991,9 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
                 "pointing_game": sum(e["pointing_game"] * c["n"] for e, c in zip(ceil, cams, strict=True)) / n,
                 "grid": ceil[0].get("grid"),
             }
+    locs = [f["localiser"] for f in folds if f.get("localiser") and f["localiser"].get("n")]
+    if locs:
+        pooled["localiser"] = pool_localiser(locs)
     pooled["temperature"] = temperature
     pooled["calibration"] = {
         "method": "temperature scaling, cross-fitted across folds",
@@ -936,6 +1007,22 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
     rows = [r for f in range(k) for r in read_history(run_dir / f"fold{f}" / "history.csv")]
     write_history(run_dir / "history.csv", rows)
     return temperature, pooled
+
+
+def pool_localiser(folds: list[dict]) -> dict:
+    """The folds' localiser checks pooled over slices (each fold's model on its own held-out patients)."""
+    n = sum(f["n"] for f in folds)
+    keys = ("pointing_game", "energy_in_mask", "soft_dice", "peak")
+    pooled = {key: sum(f[key] * f["n"] for f in folds) / n for key in keys}
+    pooled.update(n=n, target="each fold's model on its held-out patients")
+    pooled["baseline"] = {
+        "pointing_game": sum(f["baseline"]["pointing_game"] * f["n"] for f in folds) / n,
+        "how": folds[0]["baseline"]["how"],
+    }
+    neg = [f["no_tumor"] for f in folds if f["no_tumor"]["n"]]
+    n_neg = sum(f["n"] for f in neg)
+    pooled["no_tumor"] = {"peak": sum(f["peak"] * f["n"] for f in neg) / n_neg if n_neg else None, "n": n_neg}
+    return pooled
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -38,12 +38,17 @@ class Explanation:
 
     def overlay(self, opacity: float = 0.5) -> Image.Image:
         """The greyscale input with the heatmap blended on top (jet colours, more opaque where hotter)."""
-        grey = to_grayscale(self.image)
-        base = np.repeat(grey[..., None], 3, axis=2)
-        colour = _JET[np.clip(self.heatmap * 255, 0, 255).astype(np.uint8)].astype(np.float32) / 255.0
-        alpha = float(np.clip(opacity, 0, 1)) * np.clip(self.heatmap, 0, 1)[..., None] ** 0.5
-        blended = base * (1 - alpha) + colour * alpha
-        return Image.fromarray(np.round(blended * 255).astype(np.uint8), "RGB")
+        return blend(self.image, self.heatmap, opacity)
+
+
+def blend(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5) -> Image.Image:
+    """``heatmap`` (values in [0, 1], the image's size) in jet colours over the greyscale ``image``."""
+    grey = to_grayscale(image)
+    base = np.repeat(grey[..., None], 3, axis=2)
+    colour = _JET[np.clip(heatmap * 255, 0, 255).astype(np.uint8)].astype(np.float32) / 255.0
+    alpha = float(np.clip(opacity, 0, 1)) * np.clip(heatmap, 0, 1)[..., None] ** 0.5
+    blended = base * (1 - alpha) + colour * alpha
+    return Image.fromarray(np.round(blended * 255).astype(np.uint8), "RGB")
 
 
 def _target_index(classifier, target: int | str) -> int:
@@ -146,11 +151,13 @@ def gradcam(
     )
 
 
-def to_heatmap(classifier, cam: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """A map over the model's feature grid -> the decoded image's frame, scaled to peak at 1."""
+def to_heatmap(classifier, cam: np.ndarray, decoded: np.ndarray, normalise: bool = True) -> np.ndarray:
+    """A map over the model's feature grid -> the decoded image's frame, scaled to peak at 1 if ``normalise``."""
     h, w = classifier.transform.height, classifier.transform.width
     cam = cv2.resize(np.asarray(cam, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     heat = classifier.transform.to_image_frame(cam, decoded)
+    if not normalise:
+        return heat
     peak = float(heat.max())
     return heat / peak if peak > 0 else heat
 
@@ -172,8 +179,9 @@ def grid_ceiling(classifier, decoded: np.ndarray, mask: np.ndarray, grid: tuple[
     return False
 
 
-def overlay_with_mask(explanation: Explanation, mask: np.ndarray, opacity: float = 0.5, size: int = 256) -> Image.Image:
-    """The overlay with the tumour mask outlined in green, shrunk to ``size`` for galleries."""
+def overlay_with_mask(explanation, mask: np.ndarray, opacity: float = 0.5, size: int = 256) -> Image.Image:
+    """The overlay of an :class:`Explanation` (or a :class:`~tumorlib.localise.Localisation`) with the
+    tumour mask outlined in green, shrunk to ``size`` for galleries."""
     image = np.asarray(explanation.overlay(opacity)).copy()
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(image, contours, -1, (0, 255, 0), max(1, round(max(mask.shape) / 256)))

@@ -435,6 +435,7 @@ def _trust_section(metrics: Mapping | None) -> str:
                 f" The heatmap is upsampled from a {grid[0]} x {grid[1]} feature grid, so no heatmap of this model "
                 f"could point inside the tumour on more than {_pct(c_point)} of these slices."
             )
+    lines += _localiser_lines((metrics or {}).get("localiser") or {})
     refused, n_gate = _number(gate.get("refused_fraction")), _integer(gate.get("n"))
     if refused is not None and n_gate:
         how = str(gate.get("checks") or "")
@@ -448,6 +449,28 @@ def _trust_section(metrics: Mapping | None) -> str:
     if not lines:
         return ""
     return "## Explanations and input checks\n\n" + "\n".join(lines)
+
+
+def _localiser_lines(loc: Mapping) -> list[str]:
+    """The shipped tumour localiser (the recipe's mask head) against the masks, where it was measured."""
+    pointing, n = _number(loc.get("pointing_game")), _integer(loc.get("n"))
+    if pointing is None or not n:
+        return []
+    text = (
+        f"- **Tumour map against tumour masks** ({n} tumour slices): the bundle's `localiser.safetensors` is the "
+        "auxiliary head trained with the classifier to predict the share of each cell of its feature grid covered by "
+        f"tumour. Its peak falls inside the tumour on {_pct(pointing)} of slices; {_pct(loc.get('energy_in_mask'))} "
+        f"of the map lies inside the mask; soft Dice {_pct(loc.get('soft_dice'))}."
+    )
+    base = _number((loc.get("baseline") or {}).get("pointing_game"))
+    if base is not None:
+        text += f" A fixed point at the image centre scores {_pct(base)}."
+    quiet = loc.get("no_tumor") or {}
+    peak, q_peak, q_n = _number(loc.get("peak")), _number(quiet.get("peak")), _integer(quiet.get("n"))
+    if peak is not None and q_peak is not None and q_n:
+        text += f" Mean peak {peak:.2f} on tumour slices, {q_peak:.2f} on {q_n} no-tumour slices."
+    text += " It shows where a tumour is likely, not why a class was chosen, and it is no clinical segmentation."
+    return [text]
 
 
 #: The gate's test sets in ``metrics.json`` (built by ``tests/nonmri.py``): key, card title, what they hold.

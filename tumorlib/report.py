@@ -775,7 +775,8 @@ def no_tumour_labels(metrics_or_labels: Mapping | Sequence[str]) -> list[str]:
 
 
 def checks_table(metrics: Mapping) -> pd.DataFrame | None:
-    """Grad-CAM localisation (pointing game, energy in mask) and input-gate results; None when not stored."""
+    """Grad-CAM and tumour-map localisation (pointing game, energy in mask) and input-gate results; None
+    when not stored."""
     return _other_checks(metrics)
 
 
@@ -1119,11 +1120,30 @@ def _other_checks(metrics: Mapping) -> pd.DataFrame | None:
             rows.append(
                 (f"Ceiling: best pointing game on the {grid} feature grid", format_pct(ceiling.get("pointing_game")))
             )
+    loc = metrics.get("localiser")
+    if isinstance(loc, Mapping):
+        n = f" (n = {_count(loc.get('n'))})"
+        rows.append(("Tumour map pointing game" + n, format_pct(loc.get("pointing_game"))))
+        rows.append(("Tumour map energy inside tumour mask" + n, format_pct(loc.get("energy_in_mask"))))
+        rows.append(("Tumour map soft Dice" + n, format_pct(loc.get("soft_dice"))))
+        quiet = loc.get("no_tumor") if isinstance(loc.get("no_tumor"), Mapping) else {}
+        if quiet.get("n"):
+            rows.append(
+                (
+                    f"Tumour map mean peak: tumour slices / no-tumour slices (n = {_count(quiet.get('n'))})",
+                    f"{_share(loc.get('peak'))} / {_share(quiet.get('peak'))}",
+                )
+            )
     if isinstance(gate, Mapping):
         rows.append(
             (f"Input gate: share refused (n = {_count(gate.get('n'))})", format_pct(gate.get("refused_fraction")))
         )
     return pd.DataFrame(rows, columns=["Check", "Value"]) if rows else None
+
+
+def _share(value: Any) -> str:
+    """A value in [0, 1] that is not a rate (a map's peak), to two decimals."""
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else MISSING
 
 
 def html_report(metrics: Mapping, title: str, history: pd.DataFrame | None = None) -> str:
