@@ -191,6 +191,13 @@ def table(r: dict) -> str:
                 f"back-propagated on eager fp32: {g['gradcam_autograd_eager_ms']['p50']:.1f} ms",
             )
         )
+        if "tumour_map_ms" in g:
+            rows.append(
+                (
+                    "tumour map p50 / p95 (eager fp32, up to its stage)",
+                    f"{g['tumour_map_ms']['p50']:.1f} / {g['tumour_map_ms']['p95']:.1f} ms",
+                )
+            )
     if "peer" in r:
         p = r["peer"]
         if "error" in p:

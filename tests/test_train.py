@@ -352,3 +352,73 @@ def test_accelerate_two_cpu_processes(tmp_path):
     with (tmp_path / "ddp" / "predictions.csv").open() as f:
         assert m["n"] == len(list(csv.DictReader(f))) > 0  # gathered from both processes, no duplicates
     load_bundle(tmp_path / "ddp")
+
+
+def test_recalibrate_bn_is_the_float32_average_over_the_unaugmented_images():
+    from train.train import recalibrate_bn
+    from tumorlib import DataConfig, create_model
+    from tumorlib.torchdata import SliceDataset
+    from tumorlib.transforms import create_transform
+
+    records = read_datasets([FIGSHARE])[:8]
+    labels = class_names(records)
+    data = DataConfig(input_size=(3, 64, 64))
+    model = create_model("test_resnet", num_classes=len(labels), data=data).eval()
+    model.bn1.running_mean.fill_(5.0)  # statistics that have nothing to do with these images
+    momentum = model.bn1.momentum
+    assert recalibrate_bn(model, records, labels, data, batch_size=8) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()
+    )
+    x = torch.stack([item["image"] for item in SliceDataset(records, labels, create_transform(data), cache=False)])
+    with torch.no_grad():
+        first = model.conv1(x)
+    assert torch.allclose(model.bn1.running_mean, first.mean(dim=(0, 2, 3)), atol=5e-4)
+    assert torch.allclose(model.bn1.running_var, first.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-4)
+    assert not model.training and model.bn1.momentum == momentum
+
+
+def test_a_single_run_with_recalibrate_bn_exports_and_scores_the_recalibrated_model(tmp_path):
+    code = train_cli(["--data", str(FIGSHARE), "--data", str(FOLDERS), "--val-fraction", "0.5", "--epochs", "1",
+                      "--recalibrate-bn", "--output", str(tmp_path), "--name", "r", *TINY])  # fmt: skip
+    assert code == 0
+    run = tmp_path / "r"
+    from train.checkpoint import load_model_state
+
+    trained = {k.removeprefix("model."): v for k, v in load_model_state(run / "checkpoint.safetensors").items()}
+    exported = load_bundle(run).model.state_dict()
+    assert not torch.allclose(trained["bn1.running_mean"], exported["bn1.running_mean"], atol=1e-3)
+    assert torch.equal(trained["fc.weight"].half().float(), exported["fc.weight"])  # weights untouched
+    records = read_datasets([FIGSHARE, FOLDERS])
+    with (run / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_id = {r.id: r for r in records}
+    clf = Classifier(load_bundle(run), variant="fp32")
+    served = clf.logits(torch.stack([clf.preprocess(by_id[r["id"]].path) for r in rows]))
+    recorded = torch.tensor([[float(r[f"logit_{c}"]) for c in clf.labels] for r in rows])
+    assert torch.allclose(recorded, served, atol=0.02)  # the float16 export rounds the weights
+
+
+def test_a_finished_fold_is_rescored_and_rechecked_when_the_recipe_recalibrates(cv_run, tmp_path):
+    from accelerate import Accelerator
+
+    from train.train import add_fold_checks, rescore_fold
+    from tumorlib.splits import make_folds
+
+    fold = tmp_path / "fold0"
+    shutil.copytree(cv_run / "fold0", fold)
+    records = read_datasets([FIGSHARE, FOLDERS])
+    folds = make_folds(records, 2, 0)
+    test_r = [r for r, f in zip(records, folds, strict=True) if f == 0]
+    train_r = [r for r, f in zip(records, folds, strict=True) if f != 0]
+    args = parse_args(["--data", "x", *TINY, "--folds", "2", "--mask-loss", "0.5", "--recalibrate-bn"])
+    rescore_fold(args, fold, test_r, class_names(records), Accelerator(cpu=True), train_r)
+    m = json.loads((fold / "metrics.json").read_text())
+    assert m["bn_recalibrated"] is True and m["precision"] == "fp32"
+    assert "cam" not in m and "localiser" not in m  # checked on another model: redone below
+    add_fold_checks(args, fold, test_r, class_names(records), train_r)
+    m = json.loads((fold / "metrics.json").read_text())
+    assert m["cam"]["n"] == m["localiser"]["n"] > 0
+    # the fold bundle the checks wrote is the recalibrated model that was scored
+    _, served = _fold_logits_as_served(fold, records)
+    assert torch.allclose(_recorded_logits(fold), served, atol=2e-5)
+    assert not torch.allclose(_recorded_logits(cv_run / "fold0"), served, atol=1e-3)

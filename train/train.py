@@ -108,6 +108,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--min-lr-ratio", type=float, default=0.01)
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--balance", default="none", choices=["none", "sampler", "loss"], help="class balancing")
+    g.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="after training, recompute BatchNorm statistics in float32 on the training images, unaugmented",
+    )
     g.add_argument("--grad-clip", type=float, default=0.0)
     g = p.add_argument_group("preprocessing (the paper's steps) and augmentation")
     g.add_argument("--crop-brain", action="store_true")
@@ -612,6 +617,9 @@ def fit(
                 file=sys.stderr,
             )
         accelerator.wait_for_everyone()
+    if args.recalibrate_bn:
+        # raw.model is the plain timm module: accelerate's autocast wraps only the prepared TrainModel.
+        recalibrate_bn(raw.model, train_records, labels, data, args.batch_size * 2, args.workers)
     result = {"history": history, "model": raw.model, "mask_head": raw.mask_head, "mask_stage": raw.mask_index}
     if len(eval_ds):
         # The recorded scores are the served model's, in float32. accelerate's bf16 wraps the prepared
@@ -620,6 +628,36 @@ def fit(
         ev = evaluate(plain, eval_loader, accelerator, fp32=True)
         result.update(logits=ev["logits"], labels=ev["labels"], index=ev["index"])
     return result
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module, records: list[Record], labels: list[str], data: DataConfig, batch_size: int, workers: int = 0
+) -> int:
+    """Replace every BatchNorm layer's running statistics by their average over one float32 pass of
+    ``records`` through the serving transform (no augmentation); returns the number of layers.
+
+    The statistics a run ends with are momentum averages of augmented batches under bf16 autocast; the
+    served model sees unaugmented slices in float32. For the MobileNetV2 recipe that gap cost points.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or not records:
+        return 0
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the pass, not an exponential one
+        m.train()
+    device = next(model.parameters()).device
+    ds = SliceDataset(records, labels, create_transform(data), cache=False)
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=workers):
+        model(batch["image"].to(device).float())
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(layers)
 
 
 # --- files -------------------------------------------------------------------------------------------------
@@ -817,10 +855,11 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         if (fold_dir / "metrics.json").exists():
             accelerator.print(f"[fold {k}] already complete")
             test_r = [r for r, f in zip(records, folds, strict=True) if f == k]
+            train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
             if accelerator.is_main_process:
-                rescore_fold(args, fold_dir, test_r, labels, accelerator)
+                rescore_fold(args, fold_dir, test_r, labels, accelerator, train_r)
             if accelerator.is_main_process and not args.no_cam:
-                add_fold_checks(args, fold_dir, test_r, labels)
+                add_fold_checks(args, fold_dir, test_r, labels, train_r)
             continue
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
@@ -832,7 +871,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
                 fold_dir / "predictions.csv", ordered, labels, out["logits"], softmax(out["logits"]), out["labels"]
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
-            m.update(fold=k, precision="fp32")
+            m.update(fold=k, precision="fp32", bn_recalibrated=bool(args.recalibrate_bn))
             if not args.no_cam:
                 m.update(fold_checks(out["model"], out["mask_head"], out["mask_stage"], args, fold_dir, test_r, labels))
             save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete
@@ -854,24 +893,35 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     return "complete"
 
 
-def _fold_model(args, fold_dir: Path, labels: list[str]) -> TrainModel:
-    """The fold's model (with its training heads) from its verified checkpoint, float32, eval mode."""
+def _fold_model(args, fold_dir: Path, labels: list[str], train_records: list[Record] | None = None) -> TrainModel:
+    """The fold's model (with its training heads) from its verified checkpoint, float32, eval mode, with
+    its BatchNorm statistics recalibrated on ``train_records`` when the recipe asks for it (as fit does)."""
     net = create_model(args.model, len(labels), None, **architecture_args(args))
     model = TrainModel(net, mask_head=args.mask_loss > 0)
     own = load_model_state(fold_dir / CHECKPOINT)
     model.load_state_dict({k: v for k, v in own.items() if not k.startswith("hint.")}, strict=False)
-    return model.float().eval()
+    model = model.float().eval()
+    if args.recalibrate_bn and train_records:
+        data = data_config(args, net.pretrained_cfg.get("mean"), net.pretrained_cfg.get("std"))
+        recalibrate_bn(model.model, train_records, labels, data, args.batch_size * 2, args.workers)
+    return model
 
 
-def rescore_fold(args, fold_dir: Path, test_records: list[Record], labels: list[str], accelerator) -> None:
-    """For a fold scored before its scores were float32 (bf16 autocast leaked into the final evaluation):
-    score its held-out patients again from the fold checkpoint in float32, as served."""
+def rescore_fold(
+    args, fold_dir: Path, test_records: list[Record], labels: list[str], accelerator, train_records=None
+) -> None:
+    """For a fold scored before its scores were float32 (bf16 autocast leaked into the final evaluation),
+    or with other BatchNorm statistics than the recipe now asks for (``--recalibrate-bn``): score its
+    held-out patients again from the fold checkpoint in float32, as served. A change of statistics also
+    drops the fold's mask checks, so that they are redone on the model that is scored."""
     path = fold_dir / "metrics.json"
     metrics = load_json(path)
-    if metrics.get("precision") == "fp32" or not (fold_dir / CHECKPOINT).exists():
+    recalibrate = bool(args.recalibrate_bn)
+    same_bn = bool(metrics.get("bn_recalibrated")) == recalibrate
+    if (metrics.get("precision") == "fp32" and same_bn) or not (fold_dir / CHECKPOINT).exists():
         return
     try:
-        model = _fold_model(args, fold_dir, labels).model
+        model = _fold_model(args, fold_dir, labels, train_records).model
     except CheckpointError as err:
         print(f"warning: {fold_dir.name} keeps its bf16 scores: {err}", file=sys.stderr)
         return
@@ -883,10 +933,11 @@ def rescore_fold(args, fold_dir: Path, test_records: list[Record], labels: list[
     ordered = [test_records[i] for i in ev["index"]]
     write_predictions(fold_dir / "predictions.csv", ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
     rescored = fold_metrics(ev["logits"], ev["labels"], [r.group for r in ordered], labels)
-    kept = {key: metrics[key] for key in ("fold", "cam", "localiser") if key in metrics}
-    save_json({**rescored, **kept, "precision": "fp32"}, path)
+    kept = {key: metrics[key] for key in (("fold", "cam", "localiser") if same_bn else ("fold",)) if key in metrics}
+    save_json({**rescored, **kept, "precision": "fp32", "bn_recalibrated": recalibrate}, path)
     print(
-        f"[{fold_dir.name}] rescored in float32: accuracy {metrics['accuracy']:.4f} -> {rescored['accuracy']:.4f}",
+        f"[{fold_dir.name}] rescored in float32{' with recalibrated BatchNorm' if recalibrate else ''}: "
+        f"accuracy {metrics['accuracy']:.4f} -> {rescored['accuracy']:.4f}",
         file=sys.stderr,
     )
 
@@ -928,7 +979,9 @@ def fold_checks(
     return checks
 
 
-def add_fold_checks(args, fold_dir: Path, test_records: list[Record], labels: list[str]) -> None:
+def add_fold_checks(
+    args, fold_dir: Path, test_records: list[Record], labels: list[str], train_records: list[Record] | None = None
+) -> None:
     """For a fold finished before the trainer made a check (Grad-CAM, the localiser): that check, from the
     fold checkpoint."""
     path = fold_dir / "metrics.json"
@@ -937,7 +990,7 @@ def add_fold_checks(args, fold_dir: Path, test_records: list[Record], labels: li
     if not want or not (fold_dir / CHECKPOINT).exists():
         return
     try:
-        model = _fold_model(args, fold_dir, labels)
+        model = _fold_model(args, fold_dir, labels, train_records)
     except CheckpointError as err:
         # The fold's predictions and metrics stand; only its checks against the masks are missing.
         print(f"warning: no mask checks for {fold_dir.name}: {err}", file=sys.stderr)

@@ -298,6 +298,9 @@ def _results_section(metrics: Mapping | None, labels: list[str], split: Any) -> 
     n, groups = _integer(metrics.get("n")), _integer(metrics.get("n_groups"))
     if n is not None:
         who = f" from {groups} patients" if groups is not None else ""
+        if groups is not None and any(_is_no_tumour(label) for label in metrics.get("labels") or []):
+            # The no-tumour collections record no patients: each such image is a group of its own.
+            who = f" from {groups} patient groups (a tumour patient, or one no-tumour image)"
         intro.append(f"Evaluated on {n} slices{who}.")
     if isinstance(split, str) and split.strip():
         intro.append(f"Split: {split.strip().rstrip('.')}.")
@@ -489,6 +492,10 @@ _GATE_TEST_SETS = (
 )
 
 
+def _is_no_tumour(label) -> bool:
+    return str(label).lower().replace(" ", "_").replace("-", "_") in _NO_TUMOUR
+
+
 def _intended_use_section() -> str:
     return (
         "## Intended use\n\n"
@@ -507,7 +514,7 @@ def _limitations_section(labels: list[str]) -> str:
         "Hospital, Tianjin Medical University; Cheng et al., figshare). Other hospitals, scanners, field "
         "strengths, protocols and populations are not represented.",
     ]
-    no_tumour = [label for label in labels if label.lower().replace(" ", "_").replace("-", "_") in _NO_TUMOUR]
+    no_tumour = [label for label in labels if _is_no_tumour(label)]
     if no_tumour:
         bullets.append(
             f"**The `{no_tumour[0]}` class comes from other collections** (Br35H, SARTAJ): different scanners, "
@@ -571,7 +578,7 @@ def _data_section(labels: list[str]) -> str:
         f"- Tumour slices: {DATASET_NAME}, DOI [{DATASET_DOI}](https://doi.org/{DATASET_DOI}), "
         f"licensed CC BY 4.0. Please cite: {_DATASET_CITATION}",
     ]
-    if any(label.lower().replace(" ", "_").replace("-", "_") in _NO_TUMOUR for label in labels):
+    if any(_is_no_tumour(label) for label in labels):
         lines.append(
             "- No-tumour slices: the Br35H and SARTAJ collections; check each source's own terms before reuse."
         )
