@@ -101,6 +101,13 @@ def gate_report(clf: Classifier, features: np.ndarray) -> dict:
     return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual, per stage"}
 
 
+def _centre_hit(mask: np.ndarray) -> bool:
+    """The pointing game of a heatmap peaked at the image centre: the chance level every heatmap is read against."""
+    centre = np.zeros(mask.shape, dtype=np.float32)
+    centre[mask.shape[0] // 2, mask.shape[1] // 2] = 1.0
+    return explain.mask_scores(centre, mask)["pointing_hit"]
+
+
 def cam_report(
     clf: Classifier, records, indices, preds, method: str, export: str | None, n_export: int, progress: bool
 ) -> dict:
@@ -126,9 +133,7 @@ def cam_report(
         score = explain.mask_scores(exp.heatmap, mask)
         hits.append(score["pointing_hit"])
         energy.append(score["energy_in_mask"])
-        centre = np.zeros(mask.shape, dtype=np.float32)
-        centre[mask.shape[0] // 2, mask.shape[1] // 2] = 1.0
-        centre_hits.append(explain.mask_scores(centre, mask)["pointing_hit"])
+        centre_hits.append(_centre_hit(mask))
         areas.append(float(np.asarray(mask, dtype=bool).mean()))
         if i in chosen:
             name = f"{len(rows):03d}.png"
@@ -174,9 +179,7 @@ def localiser_report(clf: Classifier, records, indices, negatives=(), progress: 
         energy.append(score["energy_in_mask"])
         dices.append(localise.soft_dice(loc.heatmap, mask))
         peaks.append(loc.peak)
-        centre = np.zeros(mask.shape, dtype=np.float32)
-        centre[mask.shape[0] // 2, mask.shape[1] // 2] = 1.0
-        centre_hits.append(explain.mask_scores(centre, mask)["pointing_hit"])
+        centre_hits.append(_centre_hit(mask))
     n = len(hits)
     quiet = [localise.localise(clf, records[i].load_image()).peak for i in negatives]
     return {
@@ -234,8 +237,8 @@ def main(args: argparse.Namespace) -> dict:
         metrics["cam"] = cam_report(
             clf, records, masked, preds, args.cam_method, args.explanations, args.n_explanations, not args.no_progress
         )
-    if (masked or tumour_free(records)) and not args.no_cam and localise.has_localiser(clf):
-        negatives = tumour_free(records)
+    negatives = tumour_free(records)
+    if (masked or negatives) and not args.no_cam and localise.has_localiser(clf):
         if args.cam_max:
             negatives = negatives[:: max(1, len(negatives) // args.cam_max)][: args.cam_max]
         metrics["localiser"] = localiser_report(clf, records, masked, negatives, not args.no_progress)

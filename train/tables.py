@@ -163,10 +163,10 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
             cells.append(format_interval(stats.get("recall"), stats.get("recall_ci")) if stats else report.MISSING)
         rows.append([f"recall, {label}", *cells])
     rows.append(["ECE after / before temperature scaling", *(_ece(m) for m in runs.values())])
-    rows.append(["Grad-CAM pointing game / energy in mask", *(_cam_cell(m) for m in runs.values())])
+    rows.append(["Grad-CAM pointing game / energy in mask", *(_pointing_cell(m, "cam") for m in runs.values())])
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
     rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
-    rows.append(["tumour map pointing game / energy in mask", *(_localiser_cell(m) for m in runs.values())])
+    rows.append(["tumour map pointing game / energy in mask", *(_pointing_cell(m, "localiser") for m in runs.values())])
     rows.append(["tumour map soft Dice; mean peak, tumour / no-tumour", *(_peak_cell(m) for m in runs.values())])
     rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
     for key, title in (("non_mri_test", "non-MRI images"), ("other_medical_test", "other medical images")):
@@ -183,18 +183,15 @@ def _ece(m: Mapping) -> str:
     return f"{format_pct(m['ece'])} (T = {m.get('temperature', 1):.3f}) / {format_pct(m.get('ece_uncalibrated'))}"
 
 
-def _cam_cell(m: Mapping) -> str:
-    cam = m.get("cam") or {}
-    if cam.get("pointing_game") is None:
+def _pointing_cell(m: Mapping, key: str) -> str:
+    """Pointing game / energy in mask of a heatmap's check against the masks (``cam`` or ``localiser``)."""
+    check = m.get(key) or {}
+    if check.get("pointing_game") is None:
         return report.MISSING
-    return f"{format_pct(cam['pointing_game'])} / {format_pct(cam.get('energy_in_mask'))} ({cam.get('n', 0):,} slices)"
-
-
-def _localiser_cell(m: Mapping) -> str:
-    loc = m.get("localiser") or {}
-    if loc.get("pointing_game") is None:
-        return report.MISSING
-    return f"{format_pct(loc['pointing_game'])} / {format_pct(loc.get('energy_in_mask'))} ({loc.get('n', 0):,} slices)"
+    return (
+        f"{format_pct(check['pointing_game'])} / {format_pct(check.get('energy_in_mask'))} "
+        f"({check.get('n', 0):,} slices)"
+    )
 
 
 def _peak_cell(m: Mapping) -> str:
