@@ -3,7 +3,8 @@
     streamlit run streamlit_app.py                         # reads ./results and the bundled ./models
     TUMORLIB_RESULTS=/path/to/results streamlit run streamlit_app.py
 
-A thin shell over :mod:`tumorlib.report`: every number, table and figure comes from there, drawn from
+A thin shell over :mod:`tumorlib.dashboard`, :mod:`tumorlib.tables` and :mod:`tumorlib.figures`: every
+number, table, figure, card and caption comes from there (through :mod:`tumorlib.results`), drawn from
 the files that training and evaluation wrote (``metrics.json``, ``history.csv``, ``predictions.csv``,
 ``config.yaml``, ``explanations/``). Nothing is recomputed and no dataset or model is loaded, so the
 dashboard can never disagree with the evaluation that produced the files.
@@ -17,9 +18,7 @@ Research software: not a medical device, not for diagnosis.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,19 @@ import plotly.graph_objects as go
 import streamlit as st
 import yaml
 
-from tumorlib import report
+from tumorlib import dashboard, figures, report, results, tables
+from tumorlib.dashboard import (
+    PLOTLY_CONFIG,
+    Run,
+    discover_runs,
+    figure_html,
+    pending_runs,
+    read_status,
+    run_figures,
+    run_tables,
+    slug,
+    table_csv,
+)
 from tumorlib.errors import TumorlibError
 
 APP_DIR = Path(__file__).resolve().parent
@@ -61,83 +72,12 @@ SECTION_ICONS = {
     "Run comparison": ":material/compare_arrows:",
     "Export": ":material/download:",
 }
-# Folders inside a run that hold parts of it, never a run of their own.
-_RUN_PARTS = ("final", "explanations")
-# The modebar's camera button saves a PNG in the browser: offline, no kaleido needed.
-PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 GALLERY_PAGE = 24  # overlays per gallery page
 DISCLAIMER = "Research software: not a medical device and not for diagnosis."
+TABLE_ICON = ":material/table_view:"
 
 
 # --------------------------------------------------------------------------- finding runs
-
-
-@dataclass(frozen=True)
-class Run:
-    """One folder holding a ``metrics.json``: a results run or a bundled demo model."""
-
-    key: str
-    path: Path
-    bundled: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.key} (bundled model)" if self.bundled else self.key
-
-    def file(self, name: str) -> Path | None:
-        path = self.path / name
-        return path if path.exists() else None
-
-
-def _is_part(path: Path) -> bool:
-    name = path.name.lower()
-    return name.startswith((".", "_")) or name in _RUN_PARTS or (name.startswith("fold") and name[4:].isdigit())
-
-
-def discover_runs(root: Path, bundled: bool = False) -> list[Run]:
-    """Every run under ``root``: subfolders with a ``metrics.json``, one level of nesting allowed.
-
-    ``results/resnet50-cv/metrics.json`` is the run ``resnet50-cv``; ``results/ablations/no-crop/metrics.json``
-    is ``ablations/no-crop``. Cross-validation folds (``fold0``...), the final model's folder and hidden
-    folders are parts of a run, not runs.
-    """
-    runs: list[Run] = []
-    if not root.is_dir():
-        return runs
-    try:
-        children = sorted(p for p in root.iterdir() if p.is_dir() and not _is_part(p))
-    except OSError:
-        return runs
-    for child in children:
-        if (child / "metrics.json").is_file():
-            runs.append(Run(child.name, child, bundled))
-            continue
-        try:
-            nested = sorted(p for p in child.iterdir() if p.is_dir() and not _is_part(p))
-        except OSError:
-            continue
-        runs.extend(Run(f"{child.name}/{p.name}", p, bundled) for p in nested if (p / "metrics.json").is_file())
-    return runs
-
-
-def pending_runs(root: Path) -> list[str]:
-    """Subfolders of ``root`` with a ``status.json`` but no ``metrics.json`` yet (training or failed)."""
-    if not root.is_dir():
-        return []
-    out = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir() and not _is_part(p)):
-        if (child / "status.json").is_file() and not (child / "metrics.json").is_file():
-            status = _read_status(child / "status.json")
-            out.append(f"{child.name} ({status or 'no metrics yet'})")
-    return out
-
-
-def _read_status(path: Path) -> str:
-    try:
-        state = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return ""
-    return str(state.get("state", "")) if isinstance(state, dict) else ""
 
 
 def results_root_default() -> str:
@@ -177,135 +117,61 @@ def _cache_data(max_entries: int) -> Callable[[Callable[..., Any]], Callable[...
     return decorate
 
 
-@_cache_data(max_entries=64)
-def _cached_metrics(path: str, stamp: float) -> dict:
-    return report.load_metrics(path)
-
-
-@_cache_data(max_entries=64)
-def _cached_history(path: str, stamp: float) -> pd.DataFrame:
-    return report.load_history(path)
-
-
-@_cache_data(max_entries=32)
-def _cached_predictions(path: str, stamp: float) -> pd.DataFrame:
-    return report.load_predictions(path)
-
-
-@_cache_data(max_entries=64)
-def _cached_config(path: str, stamp: float) -> dict:
-    # config.yaml from the trainer, or a bundle's config.json (JSON is YAML).
-    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return loaded if isinstance(loaded, dict) else {}
-
-
-@_cache_data(max_entries=32)
-def _cached_explanations(path: str, stamp: float) -> pd.DataFrame:
-    return report.load_explanations(path)
-
-
-@_cache_data(max_entries=8)
-def _cached_ablations(path: str, stamp: float) -> pd.DataFrame:
-    return report.load_ablations(path)
+#: How each kind of results file is read (a bundle's config.json reads as config.yaml does).
+_READERS: dict[str, Callable[[str], Any]] = {
+    "metrics": results.load_metrics,
+    "history": results.load_history,
+    "predictions": results.load_predictions,
+    "config": dashboard.read_config,
+    "explanations": results.load_explanations,
+    "ablations": results.load_ablations,
+    "image": lambda path: Path(path).read_bytes(),
+}
 
 
 @_cache_data(max_entries=512)
-def _cached_image(path: str, stamp: float) -> bytes:
-    return Path(path).read_bytes()
+def _cached_read(kind: str, path: str, stamp: float) -> Any:
+    return _READERS[kind](path)
+
+
+def _read(kind: str, path: Path) -> Any:
+    """A results file, read once per modification time (``kind`` as in :data:`_READERS`)."""
+    return _cached_read(kind, str(path), _stamp(path))
 
 
 def load_metrics(run: Run) -> dict:
-    path = run.path / "metrics.json"
-    return _cached_metrics(str(path), _stamp(path))
+    return _read("metrics", run.path / "metrics.json")
 
 
-def load_optional(run: Run, name: str, loader: Callable[[str, float], Any]) -> tuple[Any, str | None]:
+def load_optional(run: Run, name: str, kind: str) -> tuple[Any, str | None]:
     """``(value, None)``, ``(None, None)`` when the file is absent, ``(None, message)`` when it is unreadable."""
     path = run.file(name)
     if path is None:
         return None, None
     try:
-        return loader(str(path), _stamp(path)), None
+        return _read(kind, path), None
     except (TumorlibError, OSError, ValueError, yaml.YAMLError) as err:
         return None, f"{name} could not be read: {err}"
 
 
 def load_history(run: Run) -> tuple[pd.DataFrame | None, str | None]:
-    return load_optional(run, "history.csv", _cached_history)
+    return load_optional(run, "history.csv", "history")
 
 
 def load_predictions(run: Run) -> tuple[pd.DataFrame | None, str | None]:
-    return load_optional(run, "predictions.csv", _cached_predictions)
+    return load_optional(run, "predictions.csv", "predictions")
 
 
 def load_config(run: Run) -> dict | None:
     for name in ("config.yaml", "config.json"):
-        config, _ = load_optional(run, name, _cached_config)
+        config, _ = load_optional(run, name, "config")
         if config:
             return config
     return None
 
 
-@st.cache_resource(show_spinner=False)
-def png_export_problem() -> str | None:
-    """Why plotly's static PNG export cannot work here (None when it can): it needs kaleido and a Chrome."""
-    if importlib.util.find_spec("kaleido") is None:
-        return "the kaleido package is not installed"
-    browsers = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-    if not any(shutil.which(name) for name in browsers):
-        return "kaleido is installed but no Chrome or Chromium browser was found"
-    return None
-
-
-# --------------------------------------------------------------------------- export helpers
-
-
-def figure_html(fig: go.Figure) -> str:
-    """A chart as a standalone interactive HTML page with plotly.js inline, so it opens offline."""
-    return fig.to_html(full_html=True, include_plotlyjs=True, config=PLOTLY_CONFIG)
-
-
-def table_csv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False)
-
-
-def _slug(text: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in text.strip().lower())
-    return "-".join(part for part in keep.split("-") if part) or "run"
-
-
-def run_figures(metrics: dict, history: pd.DataFrame | None) -> dict[str, Callable[[], go.Figure]]:
-    """Every chart of a run, by name, built only when asked for."""
-    charts: dict[str, Callable[[], go.Figure]] = {
-        "Confusion matrix (counts)": lambda: report.confusion_matrix_figure(metrics),
-        "Confusion matrix (row shares)": lambda: report.confusion_matrix_figure(metrics, normalized=True),
-        "Per-class metrics": lambda: report.per_class_figure(metrics),
-        "ROC curves": lambda: report.roc_figure(metrics),
-        "Reliability diagram": lambda: report.reliability_figure(metrics),
-    }
-    if history is not None and not history.empty:
-        charts["Training loss"] = lambda: report.history_figure(history, "loss")
-        charts["Training accuracy"] = lambda: report.history_figure(history, "acc")
-        charts["Learning rate"] = lambda: report.history_figure(history, "lr")
-    return charts
-
-
-def run_tables(metrics: dict, predictions: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
-    """Every table of a run, by name, as exported to CSV (per-class metrics as plain numbers)."""
-    tables = {
-        "Per-class metrics": report.per_class_table(metrics, formatted=False),
-        "Comparison with the paper (Table 1)": report.paper_table1(metrics),
-        "Comparison with the paper (Table 2)": report.paper_table2(metrics),
-    }
-    folds = report.fold_table(metrics)
-    if folds is not None:
-        tables["Cross-validation folds"] = folds
-    checks = report.checks_table(metrics)
-    if checks is not None:
-        tables["Other checks"] = checks
-    if predictions is not None:
-        tables["Worst misclassifications"] = report.worst_misclassifications(predictions, n=50, formatted=False)
-    return tables
+#: Why plotly's static PNG export cannot work here (None when it can), checked once per server.
+png_export_problem = st.cache_resource(show_spinner=False)(dashboard.png_export_problem)
 
 
 # --------------------------------------------------------------------------- page pieces
@@ -322,46 +188,33 @@ class View:
 
 
 def chart(fig: go.Figure, key: str) -> None:
-    # theme=None keeps report.py's styling, so the dashboard matches the HTML report and the app.
+    # theme=None keeps tumorlib.figures' styling, so the dashboard matches the HTML report and the app.
     st.plotly_chart(fig, theme=None, config=PLOTLY_CONFIG, key=key)
 
 
 def no_tumour_caveat(metrics: dict) -> None:
-    if report.no_tumour_labels(metrics):
-        st.warning(report.NO_TUMOUR_CAVEAT, icon=":material/warning:")
+    if results.no_tumour_labels(metrics):
+        st.warning(results.NO_TUMOUR_CAVEAT, icon=":material/warning:")
 
 
-def run_summary(view: View) -> str:
-    """One line under the title: model, input size, split, classes, test-set size, intervals."""
-    metrics, parts = view.metrics, []
-    recipe = report.recipe_of(load_config(view.run))
-    if recipe.get("model"):
-        parts.append(f"**{recipe['model']}**")
-    if recipe.get("input_size"):
-        parts.append(f"{recipe['input_size']} px")
-    folds = (metrics.get("cv_summary") or {}).get("n_folds") or len(metrics.get("folds") or [])
-    if folds:
-        parts.append(f"{folds}-fold cross-validation, grouped by patient")
-    labels = metrics.get("labels") or []
-    parts.append(f"{len(labels)} classes ({', '.join(map(str, labels))})")
-    ci = metrics.get("ci") or {}
-    if ci.get("method"):
-        unit = f" over {ci['unit']}s" if ci.get("unit") else ""
-        parts.append(f"intervals: {ci_level(metrics)} {ci['method']}{unit}")
-    return " · ".join(parts)
+def cards(values: list[tuple[str, str, str]]) -> None:
+    """A row of bordered metric cards: (label, value, help text) each."""
+    for column, (label, value, help_text) in zip(st.columns(len(values)), values, strict=True):
+        column.metric(label, value, help=help_text, border=True)
 
 
-def ci_level(metrics: dict) -> str:
-    """``"95%"``: the stored interval level, as a fraction (0.95) or a percentage (95)."""
-    level = (metrics.get("ci") or {}).get("level")
-    if not isinstance(level, int | float) or isinstance(level, bool) or level <= 0:
-        level = 0.95
-    return report.format_pct(level / 100 if level > 1 else level, 0)
+def download(
+    label: str, data: Any, file_name: str, mime: str, key: str, icon: str | None = None, where: Any = None, **extra: Any
+) -> None:
+    """A download button that does not rerun the page when clicked (``data`` may be built on the click)."""
+    (where or st).download_button(
+        label, data, file_name=file_name, mime=mime, on_click="ignore", icon=icon, key=key, **extra
+    )
 
 
 def header(view: View, section: str) -> None:
     st.title(section)
-    st.markdown(f"Run **{view.run.label}** · " + run_summary(view))
+    st.markdown(f"Run **{view.run.label}** · " + dashboard.run_summary(view.metrics, load_config(view.run)))
 
 
 # --------------------------------------------------------------------------- sections
@@ -370,8 +223,8 @@ def header(view: View, section: str) -> None:
 def section_overview(view: View) -> None:
     metrics = view.metrics
     header(view, "Overview")
-    cards = report.headline(metrics)
-    for column, card in zip(st.columns(len(cards)), cards, strict=True):
+    headline = results.headline(metrics)
+    for column, card in zip(st.columns(len(headline)), headline, strict=True):
         column.metric(
             card["label"],
             card["value"],
@@ -387,13 +240,13 @@ def section_overview(view: View) -> None:
     left, right = st.columns([3, 2])
     with left:
         st.markdown("**Table 1 · overall metrics**")
-        st.dataframe(report.paper_table1(metrics), hide_index=True)
+        st.dataframe(tables.paper_table1(metrics), hide_index=True)
     with right:
         st.markdown("**Table 2 · one-vs-rest accuracy per class**")
-        st.dataframe(report.paper_table2(metrics), hide_index=True)
-    st.caption(f"{report.PAPER_CAVEAT} Paper: {report.PAPER['citation']}.")
+        st.dataframe(tables.paper_table2(metrics), hide_index=True)
+    st.caption(f"{results.PAPER_CAVEAT} Paper: {results.PAPER['citation']}.")
 
-    checks = report.checks_table(metrics)
+    checks = tables.checks_table(metrics)
     if checks is not None:
         st.subheader("Other checks")
         st.dataframe(checks, hide_index=True)
@@ -401,25 +254,25 @@ def section_overview(view: View) -> None:
     st.subheader("At a glance")
     left, right = st.columns(2)
     with left:
-        chart(report.confusion_matrix_figure(metrics, normalized=True), "overview_cm")
+        chart(figures.confusion_matrix_figure(metrics, normalized=True), "overview_cm")
     with right:
-        chart(report.per_class_figure(metrics), "overview_per_class")
+        chart(figures.per_class_figure(metrics), "overview_per_class")
 
 
 def section_confusion(view: View) -> None:
     metrics = view.metrics
     header(view, "Confusion matrices")
-    folds = [fold for fold in metrics.get("folds") or [] if isinstance(fold, dict)]
+    folds = results.folds(metrics)
     pooled = "All folds pooled" if folds else "All test slices"
     scopes = [pooled, *(f"Fold {index}" for index in range(1, len(folds) + 1))]
     scope = st.radio("Predictions", scopes, horizontal=True, key="cm_scope")
     source = metrics if scope == pooled else folds[scopes.index(scope) - 1]
     left, right = st.columns(2)
     with left:
-        chart(report.confusion_matrix_figure(source, title=f"{scope}: counts"), "cm_counts")
+        chart(figures.confusion_matrix_figure(source, title=f"{scope}: counts"), "cm_counts")
     with right:
         chart(
-            report.confusion_matrix_figure(source, normalized=True, title=f"{scope}: share of each true class"),
+            figures.confusion_matrix_figure(source, normalized=True, title=f"{scope}: share of each true class"),
             "cm_norm",
         )
     st.caption(
@@ -430,37 +283,20 @@ def section_confusion(view: View) -> None:
     no_tumour_caveat(metrics)
 
 
-_PER_CLASS_COLUMNS = (("precision", "Precision"), ("recall", "Recall"), ("specificity", "Specificity"), ("f1", "F1"))
-
-
-def per_class_display(metrics: dict) -> pd.DataFrame:
-    """Sortable per-class table: numbers in percent (from report's plain table) next to report's CI text."""
-    raw = report.per_class_table(metrics, formatted=False)
-    text = report.per_class_table(metrics)
-    if raw.empty:
-        return raw
-    out = pd.DataFrame({"Class": raw["class"]})
-    for key, name in _PER_CLASS_COLUMNS:
-        out[name] = raw[key] * 100
-        out[f"{name} CI"] = text[f"{name} CI"]
-    out["AUC"] = raw["auc"]
-    out["Support"] = raw["support"]
-    return out
-
-
 def section_per_class(view: View) -> None:
     metrics = view.metrics
     header(view, "Per-class metrics")
-    table = per_class_display(metrics)
+    table = tables.per_class_display(metrics)
     if table.empty:
         st.info("This metrics file has no per-class results.")
         return
-    level = ci_level(metrics)
+    level = f"{results.ci_level_text(metrics)}%"
+    names = [results.METRIC_NAMES[key] for key in results.PER_CLASS_METRICS]
     percent = {
         name: st.column_config.NumberColumn(name, format="%.1f%%", help=f"{name}; click the header to sort")
-        for _, name in _PER_CLASS_COLUMNS
+        for name in names
     }
-    intervals = {f"{name} CI": st.column_config.TextColumn(f"{name} {level} CI") for _, name in _PER_CLASS_COLUMNS}
+    intervals = {f"{name} CI": st.column_config.TextColumn(f"{name} {level} CI") for name in names}
     st.dataframe(
         table,
         hide_index=True,
@@ -475,14 +311,14 @@ def section_per_class(view: View) -> None:
         "Each class against the rest. Specificity: share of slices of the other classes not called this class. "
         "Click a column header to sort."
     )
-    chart(report.per_class_figure(metrics), "per_class_bars")
+    chart(figures.per_class_figure(metrics), "per_class_bars")
     no_tumour_caveat(metrics)
 
 
 def section_cross_validation(view: View) -> None:
     metrics = view.metrics
     header(view, "Cross-validation")
-    folds = report.fold_table(metrics)
+    folds = tables.fold_table(metrics)
     if folds is None:
         st.info(
             "This run was not cross-validated (its metrics.json has no 'folds'): there is no per-fold table. "
@@ -495,10 +331,9 @@ def section_cross_validation(view: View) -> None:
             "deviation) as the trainer stored it; the Overview's figures pool the out-of-fold predictions of all "
             "folds."
         )
-        temps = (metrics.get("calibration") or {}).get("fold_temperatures")
-        if isinstance(temps, list) and temps:
-            shown = ", ".join(f"{t:.2f}" for t in temps if isinstance(t, int | float))
-            st.caption(f"Temperature fitted per fold (cross-fitted calibration): {shown}.")
+        temps = dashboard.fold_temperatures_caption(metrics)
+        if temps:
+            st.caption(temps)
 
     st.subheader("Training curves")
     history, problem = load_history(view.run)
@@ -510,45 +345,20 @@ def section_cross_validation(view: View) -> None:
         tabs = st.tabs(["Loss", "Accuracy", "Learning rate"])
         for tab, metric in zip(tabs, ("loss", "acc", "lr"), strict=True):
             with tab:
-                chart(report.history_figure(history, metric), f"history_{metric}")
+                chart(figures.history_figure(history, metric), f"history_{metric}")
         st.caption("Solid: training; dashed: the held-out fold. One colour per fold.")
 
 
 def section_roc_calibration(view: View) -> None:
     metrics = view.metrics
     header(view, "ROC and calibration")
-    bins = metrics.get("reliability")
-    binning = f" over {len(bins)} equal-width confidence bins" if isinstance(bins, list) and bins else ""
-    values = [
-        ("Macro AUC", report.headline(metrics)[3]["value"], "One-vs-rest AUC averaged over classes."),
-        (
-            "ECE after calibration",
-            report.format_pct(metrics.get("ece")),
-            f"Expected calibration error{binning}: the gap between confidence and accuracy, weighted by bin size.",
-        ),
-        (
-            "ECE before calibration",
-            report.format_pct(metrics.get("ece_uncalibrated")),
-            "Expected calibration error of the raw softmax.",
-        ),
-        (
-            "Temperature",
-            f"{metrics['temperature']:.2f}" if isinstance(metrics.get("temperature"), int | float) else "—",
-            "Temperature scaling divides the logits by this before the softmax; it never changes the predicted class.",
-        ),
-    ]
-    for column, (label, value, help_text) in zip(st.columns(len(values)), values, strict=True):
-        column.metric(label, value, help=help_text, border=True)
+    cards(dashboard.calibration_cards(metrics))
     left, right = st.columns(2)
     with left:
-        chart(report.roc_figure(metrics), "roc")
+        chart(figures.roc_figure(metrics), "roc")
     with right:
-        chart(report.reliability_figure(metrics), "reliability")
-    method = (metrics.get("calibration") or {}).get("method")
-    st.caption(
-        "Reliability: in each confidence bin, how often the model was right; on the diagonal, a stated 90% "
-        "means right 90% of the time. Bars: slices per bin." + (f" Calibration: {method}." if method else "")
-    )
+        chart(figures.reliability_figure(metrics), "reliability")
+    st.caption(dashboard.calibration_caption(metrics))
     no_tumour_caveat(metrics)
 
 
@@ -563,7 +373,7 @@ def _gallery(view: View) -> None:
     index_path = folder / "index.csv"
     if index_path.is_file():
         try:
-            index = _cached_explanations(str(index_path), _stamp(index_path))
+            index = _read("explanations", index_path)
         except TumorlibError as err:
             st.error(f"explanations/index.csv could not be read: {err}")
             return
@@ -578,10 +388,7 @@ def _gallery(view: View) -> None:
         which = left.radio("Show", ["All", "Misclassified", "Correct"], horizontal=True, key="gallery_filter")
         classes = sorted(index["true_label"].dropna().unique())
         chosen = right.multiselect("True class", classes, default=classes, key="gallery_classes")
-        wrong = index["true_label"] != index["pred_label"]
-        keep = index["true_label"].isin(chosen)
-        keep &= wrong if which == "Misclassified" else (~wrong if which == "Correct" else True)
-        index = index[keep]
+        index = dashboard.filter_gallery(index, which, chosen)
     pages = max(1, -(-len(index) // GALLERY_PAGE))
     page = 1
     if pages > 1:
@@ -593,116 +400,43 @@ def _gallery(view: View) -> None:
     missing = []
     columns = st.columns(4)
     for position, (_, row) in enumerate(shown.iterrows()):
-        path = (folder / str(row["file"])).resolve()
-        if not path.is_file() or folder.resolve() not in path.parents:
+        path = dashboard.overlay_path(folder, str(row["file"]))
+        if path is None:
             missing.append(str(row["file"]))
             continue
-        caption = report.explanation_caption(row.to_dict())
-        columns[position % 4].image(_cached_image(str(path), _stamp(path)), caption=caption)
+        caption = tables.explanation_caption(row.to_dict())
+        columns[position % 4].image(_read("image", path), caption=caption)
     if missing:
         st.warning(f"{len(missing)} overlay file(s) listed in index.csv are missing: {', '.join(missing[:5])}")
     if shown.empty:
         st.info("No overlays match the filter.")
 
 
-def _ceiling_text(ceiling) -> str:
-    if not isinstance(ceiling, dict) or ceiling.get("pointing_game") is None or len(ceiling.get("grid") or []) != 2:
-        return ""
-    rows, cols = ceiling["grid"]
-    return (
-        f" The heatmap comes from a {rows} x {cols} feature grid: no heatmap of this model could point inside "
-        f"the tumour on more than {report.format_pct(ceiling['pointing_game'])} of these slices."
-    )
-
-
-def _localiser_cards(loc) -> None:
+def _localiser_cards(metrics: dict) -> None:
     """The tumour map (the recipe's mask head, shipped as the bundle's localiser) against the masks."""
-    if not isinstance(loc, dict) or loc.get("pointing_game") is None:
+    values = dashboard.localiser_cards(metrics)
+    if not values:
         return
     st.subheader("Tumour map (the mask head)")
-    n = f" (n = {loc['n']:,})" if isinstance(loc.get("n"), int) else ""
-    quiet = loc.get("no_tumor") if isinstance(loc.get("no_tumor"), dict) else {}
-    cards = [
-        (
-            "Pointing game",
-            report.format_pct(loc["pointing_game"]),
-            "Share of tumour slices whose map peak falls inside the tumour mask" + n + ".",
-        ),
-        (
-            "Energy in mask",
-            report.format_pct(loc.get("energy_in_mask")),
-            "Share of the map's total inside the tumour mask" + n + ".",
-        ),
-        (
-            "Soft Dice",
-            report.format_pct(loc.get("soft_dice")),
-            "2 x overlap / (map total + mask area), no threshold" + n + ".",
-        ),
-    ]
-    for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
-        column.metric(label, value, help=help_text, border=True)
-    text = (
-        "The auxiliary head trained with the classifier to predict how much of each feature-grid cell is tumour, "
-        "scored by each fold's model on its held-out patients. It shows where a tumour is likely, not why a "
-        "class was chosen."
-    )
-    base = (loc.get("baseline") or {}).get("pointing_game")
-    if base is not None:
-        text += f" A fixed point at the image centre scores {report.format_pct(base)} on the same slices."
-    if quiet.get("n") and quiet.get("peak") is not None and loc.get("peak") is not None:
-        text += (
-            f" Mean peak {loc['peak']:.2f} on tumour slices and {quiet['peak']:.2f} on {quiet['n']:,} no-tumour slices."
-        )
-    st.caption(text)
+    cards(values)
+    st.caption(dashboard.localiser_caption(metrics))
 
 
 def section_explanations(view: View) -> None:
     metrics = view.metrics
     header(view, "Explanations")
-    cam = metrics.get("cam") if isinstance(metrics.get("cam"), dict) else None
-    gate = metrics.get("gate") if isinstance(metrics.get("gate"), dict) else None
-    if cam or gate:
-        cards = []
-        if cam:
-            n = f" (n = {cam['n']:,})" if isinstance(cam.get("n"), int) else ""
-            cards.append(
-                (
-                    "Pointing game",
-                    report.format_pct(cam.get("pointing_game")),
-                    "Share of tumour slices whose Grad-CAM peak falls inside the tumour mask" + n + ".",
-                )
-            )
-            cards.append(
-                (
-                    "Energy in mask",
-                    report.format_pct(cam.get("energy_in_mask")),
-                    "Share of the Grad-CAM map's total energy inside the tumour mask" + n + ".",
-                )
-            )
-        if gate:
-            cards.append(
-                (
-                    "Input gate refused",
-                    report.format_pct(gate.get("refused_fraction")),
-                    "Share of inputs the out-of-distribution gate refused to classify.",
-                )
-            )
-        for column, (label, value, help_text) in zip(st.columns(len(cards)), cards, strict=True):
-            column.metric(label, value, help=help_text, border=True)
-        base = cam.get("baseline") if cam and isinstance(cam.get("baseline"), dict) else {}
-        if base.get("pointing_game") is not None and base.get("energy_in_mask") is not None:
+    values = dashboard.explanation_cards(metrics)
+    if values:
+        cards(values)
+        caption = dashboard.cam_caption(metrics)
+        if caption:
             # Without the chance level a pointing game means little: a fixed point at the centre scores too.
-            st.caption(
-                f"Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
-                f"{report.format_pct(base['pointing_game'])}; a uniform heatmap puts "
-                f"{report.format_pct(base['energy_in_mask'])} of its energy inside the mask."
-                + _ceiling_text(cam.get("ceiling"))
-            )
+            st.caption(caption)
     else:
         st.info(
             "This metrics.json has no Grad-CAM scores (its 'cam' section): the pointing-game score is not available."
         )
-    _localiser_cards(metrics.get("localiser"))
+    _localiser_cards(metrics)
 
     st.subheader("Grad-CAM gallery")
     _gallery(view)
@@ -716,7 +450,7 @@ def section_explanations(view: View) -> None:
         st.info("No predictions.csv in this run folder: the misclassifications cannot be listed.")
         return
     count = st.slider("How many", 5, 50, 10, step=5, key="worst_n")
-    worst = report.worst_misclassifications(predictions, n=count)
+    worst = tables.worst_misclassifications(predictions, n=count)
     if worst.empty:
         st.success("No misclassified slices in predictions.csv.")
         return
@@ -748,11 +482,11 @@ def section_comparison(view: View) -> None:
         st.caption(f"No ablations.csv in {view.root}.")
         return
     try:
-        ablations = _cached_ablations(str(ablations_path), _stamp(ablations_path))
+        ablations = _read("ablations", ablations_path)
     except TumorlibError as err:
         st.error(f"ablations.csv could not be read: {err}")
         return
-    st.dataframe(report.ablation_table(ablations), hide_index=True)
+    st.dataframe(tables.ablation_table(ablations), hide_index=True)
 
 
 def _compare(view: View, runs: list[Run]) -> None:
@@ -764,30 +498,19 @@ def _compare(view: View, runs: list[Run]) -> None:
             st.error(f"{run.label}: {err}")
     if len(metrics) < 2:
         return
-    label_sets = {run: tuple(m.get("labels") or []) for run, m in metrics.items()}
-    if len(set(label_sets.values())) > 1:
-        described = "; ".join(f"{run}: {len(labels)} classes" for run, labels in label_sets.items())
-        st.warning(
-            f"These runs do not classify the same classes ({described}): their overall figures are not "
-            "like-for-like (more classes is a harder task)."
-        )
-    st.dataframe(report.comparison_table(metrics), hide_index=True)
-    chart(report.comparison_figure(metrics), "comparison_bars")
-    st.download_button(
-        "Comparison (CSV)",
-        table_csv(report.comparison_table(metrics, formatted=False)),
-        file_name="run-comparison.csv",
-        mime="text/csv",
-        on_click="ignore",
-        icon=":material/table_view:",
-        key="csv_comparison",
-    )
-    if any(report.no_tumour_labels(m) for m in metrics.values()):
-        st.caption(report.NO_TUMOUR_CAVEAT)
+    mismatch = dashboard.label_set_warning(metrics)
+    if mismatch:
+        st.warning(mismatch)
+    st.dataframe(tables.comparison_table(metrics), hide_index=True)
+    chart(figures.comparison_figure(metrics), "comparison_bars")
+    frame = tables.comparison_table(metrics, formatted=False)
+    download("Comparison (CSV)", table_csv(frame), "run-comparison.csv", "text/csv", "csv_comparison", TABLE_ICON)
+    if any(results.no_tumour_labels(m) for m in metrics.values()):
+        st.caption(results.NO_TUMOUR_CAVEAT)
     st.subheader("Training recipes")
     configs = {run.key: load_config(run) for run in runs if run.key in metrics}
     only_diff = st.toggle("Only settings that differ", value=True, key="recipe_diff")
-    recipes = report.recipe_table(configs, only_differences=only_diff)
+    recipes = tables.recipe_table(configs, only_differences=only_diff)
     if recipes.empty:
         st.caption("No recipe differences found (or no config.yaml in these runs).")
     else:
@@ -799,47 +522,37 @@ def section_export(view: View) -> None:
     header(view, "Export")
     history, _ = load_history(run)
     predictions, _ = load_predictions(run)
-    stem = _slug(run.key)
+    stem = slug(run.key)
 
     st.subheader("Tables (CSV)")
     for name, frame in run_tables(metrics, predictions).items():
-        st.download_button(
-            name,
-            table_csv(frame),
-            file_name=f"{stem}-{_slug(name)}.csv",
-            mime="text/csv",
-            on_click="ignore",
-            icon=":material/table_view:",
-            key=f"csv_{_slug(name)}",
-        )
+        download(name, table_csv(frame), f"{stem}-{slug(name)}.csv", "text/csv", f"csv_{slug(name)}", TABLE_ICON)
 
     st.subheader("Charts (interactive HTML)")
     st.caption("Each file opens offline in any browser: plotly.js is embedded, hover and zoom work.")
     charts = run_figures(metrics, history)
     columns = st.columns(2)
     for position, (name, build) in enumerate(charts.items()):
-        columns[position % 2].download_button(
+        download(
             name,
-            # Built only when clicked: each page carries plotly.js (about 4.6 MB).
-            data=lambda build=build: figure_html(build()),
-            file_name=f"{stem}-{_slug(name)}.html",
-            mime="text/html",
-            on_click="ignore",
-            icon=":material/monitoring:",
-            key=f"html_{_slug(name)}",
+            lambda build=build: figure_html(build()),  # built only when clicked: each carries plotly.js (4.6 MB)
+            f"{stem}-{slug(name)}.html",
+            "text/html",
+            f"html_{slug(name)}",
+            ":material/monitoring:",
+            where=columns[position % 2],
         )
 
     st.subheader("One-page report (HTML)")
     title = f"{TITLE}: {run.key}"
-    st.download_button(
+    download(
         "One-page HTML report",
-        data=lambda: report.html_report(metrics, title, history=history),
-        file_name=f"{stem}-report.html",
-        mime="text/html",
-        on_click="ignore",
+        lambda: report.html_report(metrics, title, history=history),
+        f"{stem}-report.html",
+        "text/html",
+        "html_report",
+        ":material/description:",
         type="primary",
-        icon=":material/description:",
-        key="html_report",
     )
     st.caption(
         "Headline cards, the paper comparison, per-class and per-fold tables, confusion matrices, ROC, "
@@ -857,13 +570,12 @@ def section_export(view: View) -> None:
         )
         return
     for name, build in charts.items():
-        st.download_button(
+        download(
             f"{name} (PNG)",
-            data=lambda build=build: build().to_image(format="png", scale=2),
-            file_name=f"{stem}-{_slug(name)}.png",
-            mime="image/png",
-            on_click="ignore",
-            key=f"png_{_slug(name)}",
+            lambda build=build: build().to_image(format="png", scale=2),
+            f"{stem}-{slug(name)}.png",
+            "image/png",
+            f"png_{slug(name)}",
         )
 
 
@@ -938,7 +650,7 @@ def choose_run(runs: list[Run]) -> Run:
     present = [name for name in ("history.csv", "predictions.csv", "config.yaml") if run.file(name)]
     if run.file("explanations"):
         present.append("explanations/")
-    status = _read_status(run.path / "status.json") if run.file("status.json") else ""
+    status = read_status(run.path / "status.json") if run.file("status.json") else ""
     if status and status != "complete":
         st.warning(f"Run status: {status}")
     st.caption("Files: metrics.json" + "".join(f", {name}" for name in present))
@@ -947,21 +659,7 @@ def choose_run(runs: list[Run]) -> Run:
 
 def missing_results(root: Path) -> None:
     """Say what is missing and how to produce it, then stop the page."""
-    if not root.exists():
-        problem = f"The results folder **{root}** does not exist."
-    elif not root.is_dir():
-        problem = f"**{root}** is not a folder."
-    else:
-        problem = f"No runs in **{root}**: none of its subfolders holds a metrics.json."
-    pending = pending_runs(root)
-    st.error(
-        f"{problem}\n\n"
-        "A run is a folder with the metrics.json that training writes, for example "
-        "`python -m train --data DATA --folds 5 --name resnet50-cv --output results`. "
-        f"Choose another folder in the sidebar, or set ${RESULTS_ENV}."
-        + (f"\n\nStill running or failed (no metrics.json yet): {', '.join(pending)}." if pending else ""),
-        icon=":material/folder_off:",
-    )
+    st.error(dashboard.missing_results_message(root, RESULTS_ENV), icon=":material/folder_off:")
     st.stop()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorlib import explain, gate, localise
+from tumorlib import explain, localise, pipeline
 from tumorlib.data import read_datasets
 from tumorlib.decode import decode_image
 from tumorlib.inference import Classifier
@@ -77,16 +77,9 @@ def variant_report(
     setup = time.perf_counter() - started
     one = batch[:1]
     fwd = repeat(lambda: clf.forward(one), n)
-    has = gate.has_gate(clf)
     path = paths[0]
-
-    def app_path() -> None:  # what the app does with an upload, bar Grad-CAM
-        image = decode_image(path)
-        _, out = clf.predict_with_features(image)
-        if has:
-            gate.check(clf, image, outputs=out)
-
-    e2e = repeat(app_path, n)
+    # What the app does with an upload, bar the heatmap: the pipeline's decode, pass and check.
+    e2e = repeat(lambda: pipeline.analyse(clf, path, heatmap=False), n)
     out = {
         "setup_s": setup,
         "forward_ms": percentiles(fwd),
@@ -125,7 +118,7 @@ def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int, variant: str, 
     autograd = repeat(lambda: explain.cam_tensor(clf.model, x), n)
     if variant != "fp32":
         clf.use(variant, calibration=torch.stack([clf.preprocess(im) for im in calibration]))
-    _, out = clf.predict_with_features(image)
+    _, out, _ = pipeline.classify(clf, image, check=False)
     added = repeat(lambda: explain.gradcam(clf, image, maps=out.maps), n)
     result = {
         "variant": variant,

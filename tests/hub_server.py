@@ -159,6 +159,20 @@ class FakeHub:
 
     # ------------------------------------------------------------------ inspection helpers for tests
 
+    def add_model(self, repo_id: str, files: dict[str, bytes]) -> str:
+        """Publish a public model repo holding ``files`` on ``main`` (as someone else's upload would, so the
+        owner need not be :attr:`user`); returns the commit id. LFS as the Hub decides it, by name and size."""
+        with self._lock:
+            repo = Repo(repo_id, private=False)
+            first = self._new_commit(repo, None, "initial commit", {".gitattributes": self._entry(GITATTRIBUTES)})
+            entries = dict(first.files)
+            for path, data in files.items():
+                entries[path] = self._entry(data, lfs=path.endswith(LFS_SUFFIXES) or len(data) >= LFS_MIN_SIZE)
+            commit = self._new_commit(repo, first.oid, "add files", entries)
+            repo.branches["main"] = commit.oid
+            self.repos[repo_id] = repo
+        return commit.oid
+
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         """The content of every file of a repo at a revision."""
         commit = self.repos[repo_id].resolve(revision)

@@ -1,8 +1,8 @@
 """The Gradio app (app.py) and the safe batch reader behind it (tumorlib/batch.py).
 
-Everything runs against the tiny test bundle from conftest; the trust layer is exercised through small
-stand-ins with the documented interface (``gradcam`` -> Explanation, ``check`` -> GateResult), so the
-wiring is tested whether or not tumorlib.explain / tumorlib.gate are installed yet.
+Everything runs against the tiny test bundle from conftest. Where a test is about the app's wiring rather
+than the trust layer's figures, tumorlib.explain / tumorlib.gate are replaced by small stand-ins with the
+same interface (``gradcam`` -> Explanation, ``check`` -> GateResult), installed with monkeypatch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import pytest
 from PIL import Image
 
 import app
-from tumorlib import decode_image
+from tumorlib import decode_image, gate, localise, results
+from tumorlib import explain as explain_module
 from tumorlib.batch import (
     BatchLimits,
     TooManyFilesError,
@@ -106,12 +107,26 @@ def _expected(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def service(tiny_bundle) -> app.DemoService:
-    return app.DemoService(app.specs_from([tiny_bundle]), explain=None, gate=None)
+    return app.DemoService(app.specs_from([tiny_bundle]), check=False)
 
 
-@pytest.fixture(scope="module")
-def trusted(tiny_bundle) -> app.DemoService:
-    return app.DemoService(app.specs_from([tiny_bundle]), explain=FakeExplain(), gate=FakeGate())
+def fake_explain(monkeypatch) -> FakeExplain:
+    fake = FakeExplain()
+    monkeypatch.setattr(explain_module, "gradcam", fake.gradcam)
+    return fake
+
+
+@pytest.fixture
+def fakes(monkeypatch) -> SimpleNamespace:
+    """The stand-in Grad-CAM and gate in place of tumorlib's own."""
+    monkeypatch.setattr(gate, "has_gate", lambda classifier: True)
+    monkeypatch.setattr(gate, "check", FakeGate().check)
+    return SimpleNamespace(explain=fake_explain(monkeypatch))
+
+
+@pytest.fixture
+def trusted(tiny_bundle, fakes) -> app.DemoService:
+    return app.DemoService(app.specs_from([tiny_bundle]))
 
 
 @pytest.fixture(scope="module")
@@ -155,42 +170,7 @@ def traversal_zip(tmp_path_factory) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- model discovery
-
-
-def _fake_bundle(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}", encoding="utf-8")
-    return folder
-
-
-def test_discovery_lists_bundles_default_first_and_env_model_in_front(tmp_path):
-    models = tmp_path / "models"
-    _fake_bundle(models / "zeta")
-    _fake_bundle(models / "default")
-    _fake_bundle(models / "alpha")
-    (models / "not-a-bundle").mkdir()
-    assert [s.name for s in app.discover_models(models, env_model="")] == ["default", "alpha", "zeta"]
-
-    # A folder already under models/ moves to the front instead of appearing twice.
-    specs = app.discover_models(models, env_model=str(models / "zeta"))
-    assert [s.name for s in specs] == ["zeta", "default", "alpha"]
-
-    # A Hub repo id (or folder elsewhere) becomes the default.
-    specs = app.discover_models(models, env_model="someone/brain-mri-resnet50")
-    assert specs[0] == app.ModelSpec("someone/brain-mri-resnet50", "someone/brain-mri-resnet50")
-    assert len(specs) == 4
-
-    other = _fake_bundle(tmp_path / "elsewhere" / "default")
-    specs = app.discover_models(models, env_model=str(other))
-    assert specs[0].source == str(other) and specs[0].name == "default (2)"
-    assert app.discover_models(tmp_path / "missing", env_model="") == []
-
-
-def test_discovery_reads_the_environment_variable(tmp_path, monkeypatch):
-    _fake_bundle(tmp_path / "default")
-    monkeypatch.setenv(app.MODEL_ENV, "org/model")
-    assert [s.name for s in app.discover_models(tmp_path)] == ["org/model", "default"]
+# --------------------------------------------------------------------------- building the page
 
 
 def test_without_a_model_the_app_builds_and_says_so():
@@ -206,7 +186,7 @@ def test_without_a_model_the_app_builds_and_says_so():
 
 
 def test_building_the_demo_loads_no_model(tiny_bundle):
-    demo = app.build_demo(model_dirs=[tiny_bundle], explain=None, gate=None)
+    demo = app.build_demo(model_dirs=[tiny_bundle], check=False)
     registry = demo.service.registry
     assert registry.names == ["tiny"] and registry.loaded("tiny") is None
     names = {dep.get("api_name") for dep in demo.config["dependencies"] if dep.get("api_visibility") == "public"}
@@ -224,8 +204,8 @@ def test_predict_classifies_every_sample(service, sample_paths):
         assert all(0.0 <= p <= 1.0 for p in probabilities.values())
         top = max(probabilities, key=probabilities.get)
         assert top.capitalize() in summary
-        assert overlay is None  # no Grad-CAM installed in this service
-        assert "No brain-MRI check is installed" in summary
+        assert isinstance(overlay, Image.Image) and "Grad-CAM in" in summary
+        assert "The brain-MRI check was skipped" in summary
 
 
 def test_predict_reads_the_file_itself_not_an_8_bit_copy(service, tmp_path, slice_u8):
@@ -267,7 +247,7 @@ def test_unexpected_errors_become_a_plain_message(service, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("internal detail")
 
-    monkeypatch.setattr(service, "_classify", boom)
+    monkeypatch.setattr(app.pipeline, "analyse", boom)
     with pytest.raises(gr.Error) as excinfo:
         service.predict(str(GLIOMA))
     assert _error_text(excinfo) == app.UNEXPECTED_MESSAGE
@@ -278,7 +258,7 @@ def test_unknown_model_and_broken_bundle(tmp_path, tiny_bundle):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bundle, broken)
     (broken / "model.safetensors").write_bytes(b"not weights")
-    service = app.DemoService(app.specs_from([broken]), explain=None, gate=None)
+    service = app.DemoService(app.specs_from([broken]), check=False)
     with pytest.raises(gr.Error) as excinfo:
         service.predict(str(GLIOMA))
     assert _error_text(excinfo).startswith("The model could not be loaded: ")
@@ -302,12 +282,12 @@ def test_gate_refusal_gives_no_diagnosis(trusted, tmp_path):
     assert isinstance(view, Image.Image)  # the visitor still sees what was checked
 
 
-def test_grad_cam_overlay_class_selector_and_opacity(trusted):
-    explain = trusted.explain
+def test_grad_cam_overlay_class_selector_and_opacity(trusted, fakes):
+    explain = fakes.explain
     probabilities, overlay, summary = trusted.predict(str(GLIOMA))
     top = max(probabilities, key=probabilities.get)
     assert isinstance(overlay, Image.Image) and overlay.mode == "RGB"
-    assert max(overlay.size) <= app.DISPLAY_SIDE
+    assert max(overlay.size) <= app.pipeline.DISPLAY_SIDE
     assert "Grad-CAM in" in summary and "Brain-MRI check passed (score" in summary
     assert explain.calls[-1] == top
 
@@ -331,15 +311,16 @@ def test_large_uploads_are_explained_on_a_bounded_copy(trusted, tmp_path):
     Image.fromarray(pixels).save(big)
     label, _, view, overlay, _, state = trusted.predict_ui(str(big), None)
     assert set(label) == set(LABELS3)
-    assert state["image"].shape == (640, 1024) and state["image"].dtype == np.float32
-    assert max(view.size) == app.DISPLAY_SIDE and max(overlay.size) == app.DISPLAY_SIDE
+    working = state["analysis"].working
+    assert working.shape == (640, 1024) and working.dtype == np.float32
+    assert max(view.size) == app.pipeline.DISPLAY_SIDE and max(overlay.size) == app.pipeline.DISPLAY_SIDE
     small = np.zeros((300, 200), np.float32)
-    assert app.working_copy(small) is small
+    assert app.pipeline.working_copy(small) is small
 
 
-def test_a_failing_grad_cam_does_not_lose_the_prediction(tiny_bundle):
-    broken = SimpleNamespace(gradcam=lambda *a, **k: 1 / 0)
-    service = app.DemoService(app.specs_from([tiny_bundle]), explain=broken, gate=None)
+def test_a_failing_grad_cam_does_not_lose_the_prediction(tiny_bundle, monkeypatch):
+    monkeypatch.setattr(explain_module, "gradcam", lambda *a, **k: 1 / 0)
+    service = app.DemoService(app.specs_from([tiny_bundle]), check=False)
     probabilities, overlay, summary = service.predict(str(GLIOMA))
     assert overlay is None and set(probabilities) == set(LABELS3)
     assert "Grad-CAM could not be computed" in summary
@@ -348,7 +329,6 @@ def test_a_failing_grad_cam_does_not_lose_the_prediction(tiny_bundle):
 @pytest.fixture(scope="module")
 def gated_bundle(tiny_bundle, tmp_path_factory, sample_paths) -> Path:
     """The tiny bundle with not-an-MRI gate statistics fitted on the committed tumour slices."""
-    gate = pytest.importorskip("tumorlib.gate")
     import torch
 
     from tumorlib import Classifier
@@ -369,9 +349,7 @@ def gated_bundle(tiny_bundle, tmp_path_factory, sample_paths) -> Path:
 
 
 def test_real_trust_layer_gate_and_grad_cam(gated_bundle, tmp_path):
-    pytest.importorskip("tumorlib.explain")
-    service = app.DemoService(app.specs_from([gated_bundle]))  # "auto": the installed modules
-    assert service.gate is not None and service.explain is not None
+    service = app.DemoService(app.specs_from([gated_bundle]))
     probabilities, overlay, summary = service.predict(str(GLIOMA))
     assert set(probabilities) == set(LABELS3)
     assert isinstance(overlay, Image.Image) and overlay.mode == "RGB" and overlay.size == (512, 512)
@@ -393,9 +371,7 @@ def test_real_trust_layer_gate_and_grad_cam(gated_bundle, tmp_path):
 
 
 def test_a_model_without_gate_statistics_is_classified_and_says_so(tiny_bundle):
-    pytest.importorskip("tumorlib.gate")
-    service = app.DemoService(app.specs_from([tiny_bundle]), explain=None)
-    assert service.gate is not None
+    service = app.DemoService(app.specs_from([tiny_bundle]))
     _, _, summary = service.predict(str(GLIOMA))
     assert "This model comes without a brain-MRI check" in summary
 
@@ -539,7 +515,7 @@ def test_model_tab_shows_card_facts_metrics_and_confusion_matrix(tmp_path, tiny_
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     (folder / "README.md").write_text(model_card(config, metrics), encoding="utf-8")
-    service = app.DemoService(app.specs_from([folder, tiny_bundle]), explain=None, gate=None)
+    service = app.DemoService(app.specs_from([folder, tiny_bundle]), check=False)
 
     facts, headline, per_class, paper, confusion, reliability, card, note = service.model_tab("evaluated")
     assert "test_resnet" in facts and "`glioma`" in facts and "133 test slices from 30 patients" in facts
@@ -549,7 +525,7 @@ def test_model_tab_shows_card_facts_metrics_and_confusion_matrix(tmp_path, tiny_
     assert confusion.visible and confusion.value is not None
     assert not reliability.visible  # no reliability bins in these metrics
     assert "Intended use" in card
-    assert note == app.report.PAPER_CAVEAT
+    assert note == results.PAPER_CAVEAT
     assert service.registry.loaded("evaluated") is None  # the tab never loads weights
 
     facts, headline, *_, card, note = service.model_tab("tiny")
@@ -562,18 +538,19 @@ def test_facts_of_a_gated_model_still_name_its_source(tiny_bundle):
     config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
     gate = {"n_heldout": 620, "thresholds_from": "held-out patients", "mri_refused_crossfit": 0.027}
     config["tumorlib"]["gate"] = gate
-    facts = app._facts("tiny", "models/tiny", config, {}, None, gate_installed=True)
+    facts = results.model_facts("tiny", "models/tiny", config, {}, None, gate_installed=True)
     assert "| Source | `models/tiny` |" in facts
     assert "yes, thresholds set on 620 slices (held-out patients); refuses 2.7% of real MRI slices" in facts
 
 
-def test_page_events_are_wired(tiny_bundle):
+def test_page_events_are_wired(tiny_bundle, monkeypatch):
     """The page's own (private) events, run through Gradio's pre- and post-processing in-process."""
     import asyncio
 
     from gradio.state_holder import SessionState
 
-    demo = app.build_demo(model_dirs=[tiny_bundle], explain=FakeExplain(), gate=None)
+    fake_explain(monkeypatch)
+    demo = app.build_demo(model_dirs=[tiny_bundle], check=False)
     fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
 
     def run(name: str, inputs: list, **kwargs) -> list:
@@ -611,7 +588,7 @@ def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bo
 
     cache = tmp_path / "gradio"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    demo = app.build_demo(model_dirs=[tiny_bundle], explain=None, gate=None)
+    demo = app.build_demo(model_dirs=[tiny_bundle], check=False)
     port = _free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -623,7 +600,7 @@ def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bo
         assert set(confidences) == set(LABELS3)
         assert math.isclose(sum(confidences.values()), 1.0, rel_tol=1e-4)
         assert max(confidences, key=confidences.get) == label["label"]
-        assert overlay is None and label["label"].capitalize() in summary
+        assert overlay is not None and label["label"].capitalize() in summary
 
         # Every bad upload: an error carrying tumorlib's message, never a label; the server keeps serving.
         for kind, path in bad_files.items():
@@ -664,22 +641,27 @@ LOCALISER_SCORES = {
 CAM_SCORES = {"pointing_game": 0.0417, "energy_in_mask": 0.02, "n": 1234, "baseline": {"pointing_game": 0.2171}}
 
 
+#: tumorlib's own tumour map, whatever a test installs in its place.
+LOCALISE = localise.localise
+HAS_LOCALISER = localise.has_localiser
+
+
 class CountingLocalise:
-    """tumorlib.localise, counting the maps drawn (or failing, to test the fallback)."""
+    """tumorlib.localise in place, counting the maps drawn (or failing, to test the fallback)."""
 
-    def __init__(self, fail: BaseException | None = None) -> None:
-        from tumorlib import localise
-
-        self.module, self.fail, self.calls = localise, fail, 0
+    def __init__(self, monkeypatch, fail: BaseException | None = None) -> None:
+        self.fail, self.calls = fail, 0
+        monkeypatch.setattr(localise, "has_localiser", self.has_localiser)
+        monkeypatch.setattr(localise, "localise", self.localise)
 
     def has_localiser(self, classifier) -> bool:
-        return self.fail is not None or self.module.has_localiser(classifier)
+        return self.fail is not None or HAS_LOCALISER(classifier)
 
     def localise(self, classifier, image):
         self.calls += 1
         if self.fail is not None:
             raise self.fail
-        return self.module.localise(classifier, image)
+        return LOCALISE(classifier, image)
 
 
 @pytest.fixture(scope="module")
@@ -687,7 +669,7 @@ def localised(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle with a (random) tumour-mask head on stage 3 as its localiser, and a metrics.json."""
     import torch
 
-    from tumorlib import load_bundle, localise
+    from tumorlib import load_bundle
 
     folder = tmp_path_factory.mktemp("localised") / "mapped"
     shutil.copytree(tiny_bundle, folder)
@@ -700,20 +682,19 @@ def localised(tiny_bundle, tmp_path_factory) -> Path:
 
 
 def _map_overlay(service: app.DemoService, image: np.ndarray, opacity: float) -> list:
-    from tumorlib import localise
-
     _, clf = service.registry.get()
-    return np.asarray(app.to_display(localise.localise(clf, image).overlay(opacity))).tolist()
+    return np.asarray(app.to_display(LOCALISE(clf, image).overlay(opacity))).tolist()
 
 
-def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised):
-    located, explain = CountingLocalise(), FakeExplain()
-    service = app.DemoService(app.specs_from([localised]), explain=explain, gate=None, localise=located)
+def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised, monkeypatch):
+    located, explain = CountingLocalise(monkeypatch), fake_explain(monkeypatch)
+    service = app.DemoService(app.specs_from([localised]), check=False)
     label, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.4)
+    working = state["analysis"].working
     top = max(label, key=label.get)
     assert selector.value == app.TUMOUR_MAP and selector.choices[0] == app.TUMOUR_MAP_CHOICE
     assert [value for _, value in selector.choices[1:]] == LABELS3
-    assert np.asarray(overlay).tolist() == _map_overlay(service, state["image"], 0.4)
+    assert np.asarray(overlay).tolist() == _map_overlay(service, working, 0.4)
     assert located.calls == 1 and explain.calls == []  # no Grad-CAM until a class is picked
     assert "tumour map in" in summary and "Grad-CAM in" not in summary
     assert "**Heatmap: tumour map** (peak " in summary and "not why the class was chosen" in summary
@@ -727,13 +708,10 @@ def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised):
     other = next(c for c in LABELS3 if c != top)
     cam, state = service.explain_ui(state, other, 0.4)
     assert explain.calls == [other]
-    assert (
-        np.asarray(cam).tolist()
-        == np.asarray(app.to_display(FakeExplanation(state["image"], other).overlay(0.4))).tolist()
-    )
+    assert np.asarray(cam).tolist() == np.asarray(app.to_display(FakeExplanation(working, other).overlay(0.4))).tolist()
     again, state = service.explain_ui(state, app.TUMOUR_MAP, 0.8)
     assert located.calls == 1 and explain.calls == [other]
-    assert np.asarray(again).tolist() == _map_overlay(service, state["image"], 0.8)
+    assert np.asarray(again).tolist() == _map_overlay(service, working, 0.8)
     # A session whose map is not cached computes it once.
     del state["explanations"][app.TUMOUR_MAP]
     service.explain_ui(state, app.TUMOUR_MAP, 0.5)
@@ -741,18 +719,18 @@ def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised):
     assert located.calls == 2
 
 
-def test_predict_api_returns_the_tumour_map(localised):
-    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None)  # real localise
+def test_predict_api_returns_the_tumour_map(localised, monkeypatch):
+    explain = fake_explain(monkeypatch)
+    service = app.DemoService(app.specs_from([localised]), check=False)  # real localise
     probabilities, overlay, summary = service.predict(str(GLIOMA))
-    assert set(probabilities) == set(LABELS3) and service.explain.calls == []
-    image = app.working_copy(decode_image(GLIOMA))
+    assert set(probabilities) == set(LABELS3) and explain.calls == []
+    image = app.pipeline.working_copy(decode_image(GLIOMA))
     assert np.asarray(overlay).tolist() == _map_overlay(service, image, app.DEFAULT_OPACITY)
     assert "tumour map in" in summary and "65.4%" in summary
 
 
 def test_real_grad_cam_and_tumour_map_switch_back_and_forth(localised):
-    pytest.importorskip("tumorlib.explain")
-    service = app.DemoService(app.specs_from([localised]), gate=None)  # the installed modules
+    service = app.DemoService(app.specs_from([localised]), check=False)
     *_, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
     assert selector.value == app.TUMOUR_MAP
     for target in LABELS3:
@@ -763,28 +741,30 @@ def test_real_grad_cam_and_tumour_map_switch_back_and_forth(localised):
     assert "Tumour map | yes, a head trained on tumour masks on stage 3" in service.model_tab(None)[0]
 
 
-def test_without_a_localiser_the_heatmap_stays_grad_cam(tiny_bundle, localised):
+def test_without_a_localiser_the_heatmap_stays_grad_cam(tiny_bundle, localised, monkeypatch):
     # A model without one: the classes only, Grad-CAM of the top class, no word of a tumour map.
-    service = app.DemoService(app.specs_from([tiny_bundle]), explain=FakeExplain(), gate=None)
-    assert service.localise is not None  # installed; this model just has no localiser
+    explain = fake_explain(monkeypatch)
+    service = app.DemoService(app.specs_from([tiny_bundle]), check=False)
     _, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
-    assert isinstance(overlay, Image.Image) and selector.value == service.explain.calls[-1]
+    assert isinstance(overlay, Image.Image) and selector.value == explain.calls[-1]
     assert [value for _, value in selector.choices] == LABELS3
     assert "Grad-CAM in" in summary and "**Heatmap: Grad-CAM of " in summary and "tumour map" not in summary
     assert "falls inside the tumour" not in summary  # no metrics.json, no figure
     assert "Tumour map | none" in service.model_tab(None)[0]
 
-    # The localiser turned off: a localised bundle shows Grad-CAM, with the pointing game of its metrics.json.
-    off = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=None)
-    probabilities, overlay, summary = off.predict(str(GLIOMA))
-    top = max(probabilities, key=probabilities.get)
-    assert off.explain.calls == [top] and isinstance(overlay, Image.Image)
+    assert service.explain_ui(state, app.TUMOUR_MAP, 0.5) == (None, state)  # nothing to draw, nothing claimed
+
+    # Grad-CAM of a localised bundle: the summary quotes the Grad-CAM check of its metrics.json.
+    mapped = app.DemoService(app.specs_from([localised]), check=False)
+    analysis = mapped.analyse(str(GLIOMA))
+    _, clf = mapped.registry.get()
+    top = analysis.top
+    summary = mapped.summary(analysis, app.pipeline.gradcam(clf, analysis.working, top, analysis.maps))
+    assert explain.calls[-1] == top
     assert f"**Heatmap: Grad-CAM of {top.replace('_', ' ')}**" in summary and "not where a tumour is" in summary
     assert (
         "its peak falls inside the tumour on 4.2% of 1,234 slices (a fixed point at the image centre: 21.7%)" in summary
     )
-    *_, state = off.predict_ui(str(GLIOMA), None, 0.5)
-    assert off.explain_ui(state, app.TUMOUR_MAP, 0.5) == (None, state)
 
 
 def test_summary_figures_follow_the_metrics_file(localised, tmp_path):
@@ -792,16 +772,16 @@ def test_summary_figures_follow_the_metrics_file(localised, tmp_path):
     shutil.copytree(localised, folder)
     scores = {**LOCALISER_SCORES, "pointing_game": 0.5, "baseline": {"pointing_game": 0.125}, "n": 40}
     (folder / "metrics.json").write_text(json.dumps({"labels": LABELS3, "localiser": scores}), encoding="utf-8")
-    _, _, summary = app.DemoService(app.specs_from([folder]), explain=None, gate=None).predict(str(GLIOMA))
+    _, _, summary = app.DemoService(app.specs_from([folder]), check=False).predict(str(GLIOMA))
     assert "on 50.0% of 40 slices (a fixed point at the image centre: 12.5%)" in summary and "65.4%" not in summary
     (folder / "metrics.json").unlink()
-    _, overlay, summary = app.DemoService(app.specs_from([folder]), explain=None, gate=None).predict(str(GLIOMA))
+    _, overlay, summary = app.DemoService(app.specs_from([folder]), check=False).predict(str(GLIOMA))
     assert isinstance(overlay, Image.Image) and "tumour map in" in summary
     assert "has no check of the map against tumour masks" in summary and "falls inside" not in summary
 
 
-def test_a_damaged_localiser_falls_back_to_grad_cam_with_a_note(localised, tmp_path):
-    from tumorlib import BundleError, Classifier, load_bundle, localise
+def test_a_damaged_localiser_falls_back_to_grad_cam_with_a_note(localised, tmp_path, monkeypatch):
+    from tumorlib import BundleError, Classifier, load_bundle
 
     damaged = tmp_path / "damaged"
     shutil.copytree(localised, damaged)
@@ -811,10 +791,11 @@ def test_a_damaged_localiser_falls_back_to_grad_cam_with_a_note(localised, tmp_p
     with pytest.raises(BundleError):
         localise.localise(Classifier(load_bundle(damaged)), GLIOMA)
 
-    service = app.DemoService(app.specs_from([damaged]), explain=FakeExplain(), gate=None)
+    explain = fake_explain(monkeypatch)
+    service = app.DemoService(app.specs_from([damaged]), check=False)
     probabilities, overlay, summary = service.predict(str(GLIOMA))
     top = max(probabilities, key=probabilities.get)
-    assert isinstance(overlay, Image.Image) and service.explain.calls == [top]
+    assert isinstance(overlay, Image.Image) and explain.calls == [top]
     assert (
         "The tumour map could not be loaded for this model. Grad-CAM of the predicted class is shown instead."
         in summary
@@ -824,16 +805,18 @@ def test_a_damaged_localiser_falls_back_to_grad_cam_with_a_note(localised, tmp_p
     assert selector.value == top and app.TUMOUR_MAP not in [v for _, v in selector.choices]
     assert isinstance(overlay, Image.Image) and "could not be loaded" in summary
 
-    # Without Grad-CAM either: no overlay, the prediction still stands, the note says why.
-    bare = app.DemoService(app.specs_from([damaged]), explain=None, gate=None)
+    # Grad-CAM failing too: no overlay, the prediction still stands, the note says why.
+    monkeypatch.setattr(explain_module, "gradcam", lambda *a, **k: 1 / 0)
+    bare = app.DemoService(app.specs_from([damaged]), check=False)
     probabilities, overlay, summary = bare.predict(str(GLIOMA))
     assert overlay is None and set(probabilities) == set(LABELS3)
-    assert "could not be loaded for this model. Grad-CAM is not installed" in summary
+    assert "could not be loaded for this model. Grad-CAM could not be computed for this image." in summary
 
 
-def test_a_failing_tumour_map_never_loses_the_prediction(localised):
-    failing = CountingLocalise(fail=RuntimeError("internal detail"))
-    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=failing)
+def test_a_failing_tumour_map_never_loses_the_prediction(localised, monkeypatch):
+    fake_explain(monkeypatch)
+    CountingLocalise(monkeypatch, fail=RuntimeError("internal detail"))
+    service = app.DemoService(app.specs_from([localised]), check=False)
     label, summary, _, overlay, selector, state = service.predict_ui(str(GLIOMA), None, 0.5)
     assert set(label) == set(LABELS3) and isinstance(overlay, Image.Image) and selector.value in LABELS3
     assert "The tumour map could not be drawn for this image." in summary and "internal detail" not in summary
@@ -841,20 +824,21 @@ def test_a_failing_tumour_map_never_loses_the_prediction(localised):
         assert service.explain_ui(state, app.TUMOUR_MAP, 0.5) == (None, state)
 
 
-def test_preload_warms_the_tumour_map(localised):
-    located = CountingLocalise()
-    service = app.DemoService(app.specs_from([localised]), explain=FakeExplain(), gate=None, localise=located)
+def test_preload_warms_the_tumour_map(localised, monkeypatch):
+    located, explain = CountingLocalise(monkeypatch), fake_explain(monkeypatch)
+    service = app.DemoService(app.specs_from([localised]), check=False)
     service.preload()
-    assert located.calls == 1 and len(service.explain.calls) == 1
+    assert located.calls == 1 and len(explain.calls) == 1
 
 
-def test_page_events_with_a_tumour_map(localised):
+def test_page_events_with_a_tumour_map(localised, monkeypatch):
     """The sentinel choice survives Gradio's pre- and post-processing; the overlay's label claims no method."""
     import asyncio
 
     from gradio.state_holder import SessionState
 
-    demo = app.build_demo(model_dirs=[localised], explain=FakeExplain(), gate=None)
+    fake_explain(monkeypatch)
+    demo = app.build_demo(model_dirs=[localised], check=False)
     fns = list(demo.fns.values()) if isinstance(demo.fns, dict) else list(demo.fns)
     session = SessionState(demo)
 

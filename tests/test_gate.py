@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from train.nonmri import MEDICAL_FILES, medical_images, non_mri_images
 from tumorlib import DEFAULT_MODEL_DIR, Classifier
 from tumorlib import gate as G
-
-from .nonmri import MEDICAL_FILES, medical_images, non_mri_images
 
 WIDTHS = [16, 32]
 
@@ -107,7 +106,7 @@ def test_bundled_model_refuses_non_mri_images(bundled):
 
 
 def test_bundled_model_refuses_most_other_medical_images(bundled):
-    """CT, nuclear, abdominal MR, ultrasound (tests/nonmri.py): a set the gate was never tuned on.
+    """CT, nuclear, abdominal MR, ultrasound (train/nonmri.py): a set the gate was never tuned on.
 
     Measured: the default refuses 10 of 13 (it accepts the bone scan and the abdominal MR, scores 0.8-0.9,
     and one head CT at 0.99); fewer would be a regression. The head CTs sit at the threshold (0.99-1.24).

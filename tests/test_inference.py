@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tumorlib import Classifier, ImageError, load_bundle
+from tumorlib import DEFAULT_MODEL_DIR, Classifier, ImageError, NotBrainMRIError, load_bundle
 from tumorlib.bundle import update_config
 from tumorlib.inference import check_bf16
 
@@ -61,9 +61,33 @@ def test_precision_follows_the_recorded_check(tiny_bundle, tmp_path, sample_path
     assert max(abs(a[k] - b[k]) for k in a) < 0.05
 
 
-def test_bad_input_raises_image_error(tiny_bundle):
+def test_bad_input_raises_image_error(tiny_bundle, slice_path):
     clf = Classifier.from_pretrained(tiny_bundle)
     with pytest.raises(ImageError):
         clf.predict(b"")
-    with pytest.raises(ImageError):
-        clf.predict_batch([b"%PDF-1.4 not an image"])
+    # A batch reports each unreadable item in its place and goes on.
+    bad, good = clf.predict_batch([b"%PDF-1.4 not an image", slice_path])
+    assert isinstance(bad, ImageError) and "PDF" in str(bad)
+    assert good == pytest.approx(clf.predict(slice_path), abs=1e-6)
+
+
+def test_a_colour_photo_is_refused_by_a_gated_model(slice_path):
+    """The shipped model carries gate statistics: a colour picture raises NotBrainMRIError with the reason."""
+    clf = Classifier.from_pretrained(DEFAULT_MODEL_DIR, variant="fp32")
+    photo = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    with pytest.raises(NotBrainMRIError, match="colour picture") as excinfo:
+        clf.predict(photo)
+    assert isinstance(excinfo.value, ImageError) and excinfo.value.result.is_mri is False
+    unchecked = clf.predict(photo, check=False)
+    assert list(unchecked) == clf.labels and sum(unchecked.values()) == pytest.approx(1.0, abs=1e-5)
+    assert unchecked.gate is None and not unchecked.checked and "skipped" in unchecked.check_note
+    checked = clf.predict(slice_path, check=False)
+    refused, answered = clf.predict_batch([photo, slice_path])
+    assert isinstance(refused, NotBrainMRIError)
+    assert isinstance(answered, ImageError) or answered == pytest.approx(checked, abs=1e-5)
+
+
+def test_a_model_without_gate_statistics_says_no_check_was_made(tiny_bundle, slice_path):
+    p = Classifier.from_pretrained(tiny_bundle).predict(slice_path)
+    assert p.gate is None and not p.checked and "without a brain-MRI check" in p.check_note
+    assert p.label == max(p, key=p.get) and p.confidence == p[p.label]

@@ -31,7 +31,6 @@ def test_one_pass_matches_the_model(tiny_bundle, sample_paths):
     assert out.maps.shape[:2] == (3, out.features.shape[1]) and out.maps.ndim == 4
 
 
-@pytest.mark.skipif(not rt.onnx_available(), reason="onnxruntime/onnx not installed")
 def test_onnx_export_is_cached_and_agrees(tiny_bundle, sample_paths, cache):
     clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
     x = torch.stack([clf.preprocess(p) for p in sample_paths[:5]])

@@ -157,7 +157,7 @@ def test_per_class_table_is_numeric_and_matches(app):
     assert list(table["Class"]) == metrics["labels"]
     for _, row in table.iterrows():
         stats = metrics["per_class"][row["Class"]]
-        # Sortable numbers (percent), with the interval text from tumorlib.report beside them.
+        # Sortable numbers (percent), with the interval text from tumorlib.tables beside them.
         assert row["Recall"] == pytest.approx(stats["recall"] * 100)
         assert row["Specificity"] == pytest.approx(stats["specificity"] * 100)
         lo, hi = stats["f1_ci"]
@@ -275,20 +275,6 @@ def test_export_offers_csv_html_and_says_why_no_png(app):
     if streamlit_app.png_export_problem() is not None:
         assert "PNG export is not available here" in _texts(at.info)
         assert not any(label.endswith("(PNG)") for label in labels)
-
-
-def test_export_builders_produce_offline_files():
-    import streamlit_app
-
-    metrics = _metrics("tiny-cv")
-    history = pd.read_csv(DEMO / "tiny-cv" / "history.csv")
-    charts = streamlit_app.run_figures(metrics, history)
-    page = streamlit_app.figure_html(charts["ROC curves"]())
-    assert page.lstrip().lower().startswith("<!doctype html>") and "Plotly.newPlot" in page
-    assert "<script src=" not in page  # plotly.js inline: opens without a network
-    tables = streamlit_app.run_tables(metrics, None)
-    per_class = pd.read_csv(pd.io.common.StringIO(streamlit_app.table_csv(tables["Per-class metrics"])))
-    assert per_class.loc[0, "precision"] == pytest.approx(metrics["per_class"]["glioma"]["precision"])
 
 
 # --------------------------------------------------------------------------- missing and partial results
@@ -454,19 +440,6 @@ def test_bundled_models_are_listed_and_can_be_hidden(app, tmp_path):
 
 
 # --------------------------------------------------------------------------- module hygiene
-
-
-def test_discover_runs_skips_folds_and_finds_nested_ablations(tmp_path):
-    import streamlit_app
-
-    for folder in ("cv", "cv/fold0", "cv/final", "ablations/no-crop", "ablations/224px", ".hidden", "empty"):
-        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
-    for folder in ("cv", "cv/fold0", "cv/final", "ablations/no-crop", "ablations/224px", ".hidden"):
-        (tmp_path / folder / "metrics.json").write_text("{}")
-    runs = streamlit_app.discover_runs(tmp_path)
-    assert [run.key for run in runs] == ["ablations/224px", "ablations/no-crop", "cv"]
-    assert runs[2].path == tmp_path / "cv" and not runs[2].bundled
-    assert streamlit_app.discover_runs(tmp_path / "missing") == []
 
 
 def test_import_has_no_side_effects():

@@ -18,8 +18,9 @@ import torch
 import yaml
 
 from train import evaluate as evaluate_cli
+from train.model import lr_factor
 from train.train import cli as train_cli
-from train.train import lr_factor, parse_args
+from train.train import parse_args
 from tumorlib import Classifier, decode_image, load_bundle
 from tumorlib.data import class_names, read_datasets
 
@@ -88,7 +89,7 @@ def test_cv_run_writes_every_output(cv_run):
 
 @pytest.mark.parametrize("missing", [("cam",), ("localiser",), ("cam", "localiser")])
 def test_mask_checks_added_to_folds_finished_without_them(cv_run, tmp_path, missing):
-    from train.train import add_fold_checks
+    from train.cv import add_fold_checks
     from tumorlib.splits import make_folds
 
     fold = tmp_path / "fold0"
@@ -140,7 +141,7 @@ def test_fold_scores_are_the_served_float32_models_even_when_training_in_bf16(cv
 def test_folds_scored_in_bf16_are_rescored_in_float32_on_resume(cv_run, tmp_path):
     from accelerate import Accelerator
 
-    from train.train import rescore_fold
+    from train.cv import rescore_fold
     from tumorlib.splits import make_folds
 
     fold = tmp_path / "fold0"
@@ -167,7 +168,7 @@ def test_folds_scored_in_bf16_are_rescored_in_float32_on_resume(cv_run, tmp_path
 
 
 def test_a_damaged_fold_checkpoint_only_skips_that_folds_cam(cv_run, tmp_path, capsys):
-    from train.train import add_fold_checks
+    from train.cv import add_fold_checks
 
     fold = tmp_path / "fold0"
     shutil.copytree(cv_run / "fold0", fold)
@@ -355,7 +356,7 @@ def test_accelerate_two_cpu_processes(tmp_path):
 
 
 def test_recalibrate_bn_is_the_float32_average_over_the_unaugmented_images():
-    from train.train import recalibrate_bn
+    from train.engine import recalibrate_bn
     from tumorlib import DataConfig, create_model
     from tumorlib.torchdata import SliceDataset
     from tumorlib.transforms import create_transform
@@ -401,7 +402,7 @@ def test_a_single_run_with_recalibrate_bn_exports_and_scores_the_recalibrated_mo
 def test_a_finished_fold_is_rescored_and_rechecked_when_the_recipe_recalibrates(cv_run, tmp_path):
     from accelerate import Accelerator
 
-    from train.train import add_fold_checks, rescore_fold
+    from train.cv import add_fold_checks, rescore_fold
     from tumorlib.splits import make_folds
 
     fold = tmp_path / "fold0"
@@ -422,3 +423,125 @@ def test_a_finished_fold_is_rescored_and_rechecked_when_the_recipe_recalibrates(
     _, served = _fold_logits_as_served(fold, records)
     assert torch.allclose(_recorded_logits(fold), served, atol=2e-5)
     assert not torch.allclose(_recorded_logits(cv_run / "fold0"), served, atol=1e-3)
+
+
+# --- the weight average (--model-ema) and fine-tuning at another size (--finetune-size) ---------------------
+
+
+def test_model_ema_is_updated_after_every_optimiser_step():
+    from accelerate import Accelerator
+    from timm.utils import ModelEmaV3
+    from torch.utils.data import DataLoader
+
+    from train.config import augment_config, data_config
+    from train.engine import train_one_epoch
+    from train.model import TrainModel, build_optimizer, make_ema
+    from tumorlib import create_model
+    from tumorlib.torchdata import SliceDataset
+    from tumorlib.transforms import create_transform
+
+    args = parse_args(["--data", "x", *TINY, "--max-steps-per-epoch", "3", "--model-ema", "0.9"])
+    records = read_datasets([FIGSHARE])
+    labels = class_names(records)
+    torch.manual_seed(0)
+    model = TrainModel(create_model("test_resnet", num_classes=len(labels)))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = build_optimizer(model, args)
+    assert make_ema(model, 0.0) is None  # 0: off
+    copy, average = ModelEmaV3(model, decay=0.0), make_ema(model, args.model_ema)
+    steps = []
+
+    class Both:  # one update call per optimiser step, passed on to both averages
+        def update(self, net, step):
+            steps.append(step)
+            copy.update(net, step=step)
+            average.update(net, step=step)
+
+    ds = SliceDataset(records, labels, create_transform(data_config(args), augment_config(args)))
+    loader = DataLoader(ds, batch_size=args.batch_size)
+    _, step = train_one_epoch(model, loader, optimizer, Accelerator(cpu=True), 0, args, step=0, total_steps=3,
+                              warmup_steps=0, progress=False, ema=Both())  # fmt: skip
+    assert step == 3 and steps == [1, 2, 3]
+    state = model.state_dict()
+    assert all(torch.equal(copy.module.state_dict()[k], v) for k, v in state.items())  # decay 0: the model itself
+    avg = average.module.state_dict()
+    assert not torch.allclose(avg["model.conv1.0.weight"], state["model.conv1.0.weight"])
+    assert not torch.allclose(avg["model.conv1.0.weight"], start["model.conv1.0.weight"])
+    assert not torch.allclose(avg["model.bn1.running_mean"], state["model.bn1.running_mean"])  # buffers too
+
+
+@pytest.fixture(scope="module")
+def ema_fold(tmp_path_factory) -> Path:
+    """Fold 0 of a CV run trained in bf16 at 64 px, fine-tuned at 96 px, scored as its weight average."""
+    out = tmp_path_factory.mktemp("runs")
+    code = train_cli(
+        ["--data", str(FIGSHARE), "--data", str(FOLDERS), "--folds", "2", "--fold", "0", "--epochs", "1",
+         "--finetune-size", "96", "--finetune-epochs", "1", "--model-ema", "0.5", "--mask-loss", "0.5",
+         "--precision", "bf16", "--max-steps-per-epoch", "2", "--output", str(out), "--name", "ft", *TINY]
+    )  # fmt: skip
+    assert code == 0
+    return out / "ft" / "fold0"
+
+
+def test_a_fold_fine_tuned_at_another_size_is_scored_and_exported_at_it(ema_fold):
+    from train.checkpoint import load_model_state
+
+    bundle = load_bundle(ema_fold / "bundle")
+    assert bundle.config["pretrained_cfg"]["input_size"] == [3, 96, 96]
+    assert bundle.data_config.input_size == (3, 96, 96)
+    # The recorded scores are those of the exported fold model, served at 96 px in float32.
+    records = read_datasets([FIGSHARE, FOLDERS])
+    _, served = _fold_logits_as_served(ema_fold, records)
+    assert torch.allclose(_recorded_logits(ema_fold), served, atol=2e-5)
+    with (ema_fold / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 0.01)  # the schedule's floor: lr x min-lr-ratio
+    # ... and they are the weight average's, not the raw model's
+    average = load_model_state(ema_fold / "checkpoint.safetensors", average=True)
+    raw = load_model_state(ema_fold / "checkpoint.safetensors")
+    exported = bundle.model.state_dict()
+    assert all(torch.equal(exported[k], average[f"model.{k}"]) for k in exported)
+    assert not torch.allclose(exported["conv1.0.weight"], raw["model.conv1.0.weight"])
+
+
+def test_a_resumed_run_restores_the_weight_average(tmp_path, monkeypatch):
+    import train.engine
+
+    common = ["--data", str(FIGSHARE), "--data", str(FOLDERS), "--val-fraction", "0.5", "--epochs", "1",
+              "--finetune-size", "96", "--finetune-epochs", "1", "--model-ema", "0.9", "--max-steps-per-epoch", "2",
+              "--output", str(tmp_path), *TINY]  # fmt: skip
+    assert train_cli([*common, "--name", "straight"]) == 0
+
+    real = train.engine.train_one_epoch
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        if args[4] == 1:  # the fine-tuning epoch: epoch 1's checkpoint is on disk
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.engine, "train_one_epoch", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_cli([*common, "--name", "killed"])
+    monkeypatch.setattr(train.engine, "train_one_epoch", real)
+    # A recipe without the average does not fit the checkpoint: refused, not silently restarted.
+    no_ema = [a for a in common if a not in ("--model-ema", "0.9")]
+    assert train_cli([*no_ema, "--name", "killed", "--resume"]) == 2
+    assert train_cli([*common, "--name", "killed", "--resume"]) == 0
+
+    a = safetensors.torch.load_file(tmp_path / "straight" / "model.safetensors")
+    b = safetensors.torch.load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ca = safetensors.torch.load_file(tmp_path / "straight" / "checkpoint.safetensors")
+    cb = safetensors.torch.load_file(tmp_path / "killed" / "checkpoint.safetensors")
+    ema = [k for k in ca if k.startswith("ema.")]
+    assert ema and all(torch.allclose(ca[k].float(), cb[k].float(), atol=1e-6) for k in ema)
+    assert load_bundle(tmp_path / "killed").config["pretrained_cfg"]["input_size"] == [3, 96, 96]
+    pa = (tmp_path / "straight" / "predictions.csv").read_text()
+    assert pa == (tmp_path / "killed" / "predictions.csv").read_text()
+
+
+def test_fine_tuning_flags_are_checked():
+    for bad in (["--finetune-size", "96"], ["--finetune-epochs", "2"], ["--model-ema", "1.0"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--data", "x", *bad])

@@ -33,9 +33,13 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     meta: dict,
+    ema: nn.Module | None = None,
 ) -> None:
-    """Model and optimizer state, the torch RNG state and ``meta`` (epoch, step, history, ...)."""
+    """Model and optimizer state, the torch RNG state and ``meta`` (epoch, step, history, ...); with ``ema``,
+    the weight average's state too."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
     plain_state: dict[str, dict] = {}
     for pid, state in opt["state"].items():
@@ -86,14 +90,21 @@ def _read_verified(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]
     return header, tensors
 
 
-def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Only the model's weights (training heads included) from a verified checkpoint."""
+def load_model_state(path: str | Path, average: bool = False) -> dict[str, torch.Tensor]:
+    """Only the model's weights (training heads included) from a verified checkpoint; with ``average``,
+    those of its weight average (``--model-ema``)."""
     _, tensors = _read_verified(Path(path))
-    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    prefix = "ema." if average else "model."
+    state = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    if average and not state:
+        raise CheckpointError(f"{path} holds no weight average (trained without --model-ema?).")
+    return state
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model, optimizer and RNG state in place; return the saved ``meta``."""
+def load_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None = None
+) -> dict:
+    """Restore model, optimizer, weight average (``ema``) and RNG state in place; return the saved ``meta``."""
     path = Path(path)
     header, tensors = _read_verified(path)
     try:
@@ -106,8 +117,14 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             f"{path} is damaged or not a training checkpoint ({err}); delete it to restart."
         ) from None
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    ema_state = {k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")}
+    if bool(ema_state) != (ema is not None):
+        held = "holds a weight average" if ema_state else "holds no weight average"
+        raise CheckpointError(f"{path} {held}, unlike this recipe (--model-ema): another recipe?")
     try:
         model.load_state_dict(model_state, strict=True)
+        if ema is not None:
+            ema.load_state_dict(ema_state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit this model (another recipe?): {err}") from None
     state: dict[int, dict] = {}

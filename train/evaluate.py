@@ -16,23 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from tumorlib import explain, gate, localise
+from tumorlib import explain, localise, pipeline
 from tumorlib import metrics as M
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
 from tumorlib.decode import decode_image
-from tumorlib.errors import DatasetError, TumorlibError
+from tumorlib.errors import DatasetError, NotBrainMRIError, TumorlibError
 from tumorlib.fileio import atomic_write_text, save_json
 from tumorlib.gate import has_gate
 from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier
 from tumorlib.runtime import VARIANTS
 from tumorlib.splits import train_val_split
-from tumorlib.torchdata import SliceDataset
 
-from .train import write_predictions
+from .runfiles import write_predictions
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -70,35 +68,38 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 
 def evaluate_model(clf: Classifier, records, batch_size: int = 32, progress: bool = False) -> dict:
-    """Raw logits, the gate's input (pooled stages and features) and labels of every record, in record
-    order (one forward pass each); raises if any image cannot be read."""
+    """Raw logits, labels and the not-an-MRI check's verdict of every record, in record order, through the
+    apps' pipeline (one forward pass each); raises if any image cannot be read."""
     unknown = sorted({r.label for r in records} - set(clf.labels))
     if unknown:
         raise DatasetError(
             f"The data holds class(es) {', '.join(unknown)} that the model does not know ({clf.labels})."
         )
-    ds = SliceDataset(records, clf.labels, clf.transform, cache=False)
-    loader = DataLoader(ds, batch_size=batch_size)
-    logits, features, labels = [], [], []
-    for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
-        out = clf.forward(batch["image"])
-        logits.append(out.logits)
-        features.append(gate.gate_input(out))
-        labels.append(batch["label"])
+    logits, refused, checked = [], [], []
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc="evaluate", disable=not progress, dynamic_ncols=True):
+        images = [decode_image(r.load_image()) for r in records[start : start + batch_size]]
+        answers, outputs = pipeline.classify_batch(clf, images, check=True)
+        logits.append(outputs.logits.float().numpy())
+        refused += [isinstance(a, NotBrainMRIError) for a in answers]
+        checked += [isinstance(a, NotBrainMRIError) or a.checked for a in answers]
     return {
-        "logits": torch.cat(logits).numpy(),
-        "features": np.concatenate(features),
-        "labels": torch.cat(labels).numpy(),
+        "logits": np.concatenate(logits) if logits else np.zeros((0, len(clf.labels)), np.float32),
+        "labels": np.array([clf.labels.index(r.label) for r in records], dtype=np.int64),
+        "refused": np.array(refused, dtype=bool),
+        "checked": np.array(checked, dtype=bool),
     }
 
 
-def gate_report(clf: Classifier, features: np.ndarray) -> dict:
-    """Share of the data the not-an-MRI gate would refuse (classification metrics ignore the gate);
-    ``features``: the gate input of each slice (:func:`tumorlib.gate.gate_input`)."""
-    refused = int((gate.input_scores(clf, features) > 1.0).sum())
-    # Colour and blank images are not checked here: the dataset is read in greyscale; uploads get them too.
-    n = len(features)
-    return {"refused_fraction": refused / max(n, 1), "n": n, "checks": "feature distance and residual, per stage"}
+def gate_report(refused: np.ndarray) -> dict:
+    """Share of the data the not-an-MRI check refuses, as the apps decide it (classification metrics ignore
+    the check: every slice is scored)."""
+    n = len(refused)
+    return {
+        "refused_fraction": int(refused.sum()) / max(n, 1),
+        "n": n,
+        "checks": "blank, colour, and feature distance and residual per stage",
+    }
 
 
 def _centre_hit(mask: np.ndarray) -> bool:
@@ -226,10 +227,10 @@ def main(args: argparse.Namespace) -> dict:
     )
     preds = out["logits"].argmax(1)
     if has_gate(clf):
-        try:
-            metrics["gate"] = gate_report(clf, out["features"])
-        except gate.GateUnavailableError as err:
-            print(f"warning: no gate figures: {err}", file=sys.stderr)
+        if out["checked"].all():
+            metrics["gate"] = gate_report(out["refused"])
+        else:
+            print("warning: no gate figures: this model's gate statistics could not be used", file=sys.stderr)
     masked = [i for i, r in enumerate(records) if r.mask_path is not None or r.kind == "mat"]
     if masked and not args.no_cam:
         if args.cam_max:

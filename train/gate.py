@@ -64,7 +64,8 @@ def fit_bundle_gate(
     # The share refused of the very slices that set the thresholds is the quantile by construction;
     # the honest figure sets them on one half of the patients and counts refusals on the other.
     refused = sum(
-        int((gate.scores(gate.thresholds(values[~h], widths, quantile), values[h]) > 1.0).sum()) for h in (half, ~half)
+        int(gate.refuses(gate.scores(gate.thresholds(values[~h], widths, quantile), values[h])).sum())
+        for h in (half, ~half)
     )
     settings.update(
         n_fit=len(train_x),

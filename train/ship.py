@@ -27,6 +27,7 @@ from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.modelcard import model_card
 
 from . import evaluate
+from .nonmri import SETS, refusal_rate
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors", "localiser.safetensors")
 RESULT_FILES = ("config.yaml", "history.csv", "status.json")
@@ -34,9 +35,7 @@ FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
 
 
 def non_mri_checks(model_dir: Path) -> dict:
-    """The gate on each not-an-MRI test set of ``tests/nonmri.py`` (never used to fit the gate), by key."""
-    from tests.nonmri import SETS, refusal_rate
-
+    """The gate on each not-an-MRI test set of :mod:`train.nonmri` (never used to fit the gate), by key."""
     out = {}
     for key, build in SETS.items():
         rate, n, accepted = refusal_rate(str(model_dir), build())
@@ -44,7 +43,7 @@ def non_mri_checks(model_dir: Path) -> dict:
             "refused_fraction": rate,
             "n": n,
             "accepted": accepted,
-            "command": f"python -m tests.nonmri {model_dir}",
+            "command": f"python -m train.nonmri {model_dir}",
         }
     return out
 

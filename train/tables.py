@@ -21,9 +21,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tumorlib import report
+from tumorlib import results
 from tumorlib.fileio import atomic_write_text
-from tumorlib.report import format_interval, format_mean_std, format_pct
+from tumorlib.results import (
+    MISSING,
+    NOT_TRANSCRIBED,
+    PAPER,
+    format_count,
+    format_interval,
+    format_mean_std,
+    format_pct,
+    format_share,
+    number,
+)
 
 _MACRO = ("specificity", "precision", "recall", "f1")
 
@@ -33,7 +43,7 @@ def load_source(source: str) -> tuple[str, dict]:
     name, _, path = source.rpartition("=")
     path = Path(path)
     file = path / "metrics.json" if path.is_dir() else path
-    return name or str(path if path.is_dir() else path.parent), report.load_metrics(file)
+    return name or str(path if path.is_dir() else path.parent), results.load_metrics(file)
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -47,7 +57,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _labels(runs: Mapping[str, Mapping]) -> list[str]:
     labels: list[str] = []
     for metrics in runs.values():
-        labels += [label for label in metrics.get("labels") or [] if label not in labels]
+        labels += [label for label in results.labels(metrics) if label not in labels]
     return labels
 
 
@@ -56,10 +66,10 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
 
     The paper's column only beside runs on its own classes: its 3-class figures say nothing of a 4-class model.
     """
-    paper = report.PAPER if sorted(_labels(runs)) == sorted(report.PAPER["labels"]) else None
+    paper = PAPER if sorted(_labels(runs)) == sorted(PAPER["labels"]) else None
     header = ["metric"]
     for name, m in runs.items():
-        k = (m.get("cv_summary") or {}).get("n_folds") or len(m.get("folds") or [])
+        k = results.n_folds(m) or 0
         header += [f"{name}: pooled out-of-fold (95% CI)", f"{name}: mean ± std over {k} folds"]
     if paper:
         header.append("paper (split unstated)")
@@ -70,16 +80,16 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             if key == "accuracy":
                 row += [
                     format_interval(m.get("accuracy"), m.get("accuracy_ci")),
-                    format_mean_std(m["cv_summary"]["accuracy"]),
+                    format_mean_std(results.cv_summary(m).get("accuracy")),
                 ]
             else:
-                macro = m.get("macro") or {}
+                macro = results.macro(m)
                 row += [
                     format_interval(macro.get(key), macro.get(f"{key}_ci")),
-                    format_mean_std((m["cv_summary"].get("macro") or {}).get(key)),
+                    format_mean_std(results.section(m, "cv_summary", "macro").get(key)),
                 ]
         if paper:
-            row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else report.NOT_TRANSCRIBED)
+            row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else NOT_TRANSCRIBED)
         rows.append(row)
     lines = [*_table(header, rows), ""]
 
@@ -92,8 +102,8 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
     for label in _labels(runs):
         row = [label]
         for m in runs.values():
-            stats = (m.get("per_class") or {}).get(label) or {}
-            folds = ((m["cv_summary"].get("per_class") or {}).get(label) or {}).get("accuracy")
+            stats = results.per_class(m, label)
+            folds = results.section(m, "cv_summary", "per_class", label).get("accuracy")
             row += [
                 format_interval(stats.get("accuracy"), stats.get("accuracy_ci")),
                 f"{format_pct(stats.get('recall'))} / {format_pct(stats.get('precision'))}",
@@ -101,7 +111,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             ]
         if paper:
             paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
-            row.append(report.NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
+            row.append(NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
         rows.append(row)
     lines += [*_table(header, rows), ""]
     for name, m in runs.items():
@@ -109,35 +119,41 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def _temperature(m: Mapping) -> str:
+    temperature = results.temperature(m)
+    return f"T = {1 if temperature is None else temperature:.3f}"
+
+
 def _calibration_text(m: Mapping) -> str:
-    if m.get("ece") is None:
+    ece = results.ece(m)
+    if ece is None:
         return ""
-    method = (m.get("calibration") or {}).get("method") or "temperature scaling"
-    text = f"ECE {format_pct(m['ece'])} after {method} (T = {m.get('temperature', 1):.3f} fitted on all)"
-    before = m.get("ece_uncalibrated")
+    method = results.calibration(m).get("method") or "temperature scaling"
+    text = f"ECE {format_pct(ece)} after {method} ({_temperature(m)} fitted on all)"
+    before = results.ece_before(m)
     return text + (f"; {format_pct(before)} before." if before is not None else ".")
 
 
 def _cam_text(m: Mapping) -> str:
-    cam = m.get("cam") or {}
-    if cam.get("pointing_game") is None:
+    cam = results.cam(m)
+    if number(cam.get("pointing_game")) is None:
         return ""
     text = (
         f"Grad-CAM pointing game {format_pct(cam['pointing_game'])}, energy in mask "
-        f"{format_pct(cam.get('energy_in_mask'))} ({cam.get('n', 0):,} tumour slices)"
+        f"{format_pct(cam.get('energy_in_mask'))} ({format_count(cam.get('n', 0))} tumour slices)"
     )
-    base = cam.get("baseline") or {}
-    if base.get("pointing_game") is not None:
+    base = results.baseline(cam)
+    if number(base.get("pointing_game")) is not None:
         text += (
             f"; chance levels on the same slices {format_pct(base['pointing_game'])} (a fixed point at the image "
             f"centre) and {format_pct(base.get('energy_in_mask'))} (a uniform map)"
         )
-    ceiling = cam.get("ceiling") or {}
-    if ceiling.get("pointing_game") is not None and len(ceiling.get("grid") or []) == 2:
-        rows, cols = ceiling["grid"]
-        text += f"; ceiling on its {rows} x {cols} feature grid {format_pct(ceiling['pointing_game'])}"
-    loc = m.get("localiser") or {}
-    if loc.get("pointing_game") is not None:
+    ceiling = results.ceiling(cam)
+    if ceiling is not None:
+        best, rows, cols = ceiling
+        text += f"; ceiling on its {rows} x {cols} feature grid {format_pct(best)}"
+    loc = results.localiser(m)
+    if number(loc.get("pointing_game")) is not None:
         text += (
             f". Tumour map (the mask head): pointing game {format_pct(loc['pointing_game'])}, energy in mask "
             f"{format_pct(loc.get('energy_in_mask'))}, soft Dice {format_pct(loc.get('soft_dice'))}"
@@ -151,76 +167,76 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     rows: list[list[str]] = [["slices / patients", *(f"{m.get('n')} / {m.get('n_groups')}" for m in runs.values())]]
     rows.append(["accuracy", *(format_interval(m.get("accuracy"), m.get("accuracy_ci")) for m in runs.values())])
     for key in ("precision", "recall", "specificity", "f1"):
-        cells = [
-            format_interval((m.get("macro") or {}).get(key), (m.get("macro") or {}).get(f"{key}_ci"))
-            for m in runs.values()
-        ]
+        cells = [format_interval(results.macro(m).get(key), results.macro(m).get(f"{key}_ci")) for m in runs.values()]
         rows.append([f"macro {key}", *cells])
     for label in _labels(runs):
         cells = []
         for m in runs.values():
-            stats = (m.get("per_class") or {}).get(label)
-            cells.append(format_interval(stats.get("recall"), stats.get("recall_ci")) if stats else report.MISSING)
+            stats = results.per_class(m, label)
+            cells.append(format_interval(stats.get("recall"), stats.get("recall_ci")) if stats else MISSING)
         rows.append([f"recall, {label}", *cells])
     rows.append(["ECE after / before temperature scaling", *(_ece(m) for m in runs.values())])
-    rows.append(["Grad-CAM pointing game / energy in mask", *(_pointing_cell(m, "cam") for m in runs.values())])
+    rows.append(["Grad-CAM pointing game / energy in mask", *(_pointing_cell(results.cam(m)) for m in runs.values())])
     rows.append(["chance: image centre / uniform map", *(_chance_cell(m) for m in runs.values())])
     rows.append(["pointing game ceiling on the feature grid", *(_ceiling_cell(m) for m in runs.values())])
-    rows.append(["tumour map pointing game / energy in mask", *(_pointing_cell(m, "localiser") for m in runs.values())])
+    rows.append(
+        ["tumour map pointing game / energy in mask", *(_pointing_cell(results.localiser(m)) for m in runs.values())]
+    )
     rows.append(["tumour map soft Dice; mean peak, tumour / no-tumour", *(_peak_cell(m) for m in runs.values())])
-    rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(m.get("gate") or {}) for m in runs.values())])
-    for key, title in (("non_mri_test", "non-MRI images"), ("other_medical_test", "other medical images")):
-        rows.append(
-            [f"gate: {title} refused", *(_gate_cell((m.get("gate") or {}).get(key) or {}) for m in runs.values())]
-        )
-    rows = [r for r in rows if any(cell != report.MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
+    rows.append(["gate: MRI slices refused (cross-fitted)", *(_gate_cell(results.gate(m)) for m in runs.values())])
+    for key, _, short, _ in results.GATE_TEST_SETS:
+        rows.append([f"gate: {short} refused", *(_gate_cell(results.section(m, "gate", key)) for m in runs.values())])
+    rows = [r for r in rows if any(cell != MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
     return "\n".join(_table(header, rows))
 
 
 def _ece(m: Mapping) -> str:
-    if m.get("ece") is None:
-        return report.MISSING
-    return f"{format_pct(m['ece'])} (T = {m.get('temperature', 1):.3f}) / {format_pct(m.get('ece_uncalibrated'))}"
+    ece = results.ece(m)
+    if ece is None:
+        return MISSING
+    return f"{format_pct(ece)} ({_temperature(m)}) / {format_pct(results.ece_before(m))}"
 
 
-def _pointing_cell(m: Mapping, key: str) -> str:
+def _pointing_cell(check: Mapping) -> str:
     """Pointing game / energy in mask of a heatmap's check against the masks (``cam`` or ``localiser``)."""
-    check = m.get(key) or {}
-    if check.get("pointing_game") is None:
-        return report.MISSING
+    if number(check.get("pointing_game")) is None:
+        return MISSING
     return (
         f"{format_pct(check['pointing_game'])} / {format_pct(check.get('energy_in_mask'))} "
-        f"({check.get('n', 0):,} slices)"
+        f"({format_count(check.get('n', 0))} slices)"
     )
 
 
 def _peak_cell(m: Mapping) -> str:
-    loc = m.get("localiser") or {}
-    if loc.get("soft_dice") is None:
-        return report.MISSING
-    quiet = (loc.get("no_tumor") or {}).get("peak")
-    peaks = f"{loc['peak']:.2f} / {quiet:.2f}" if quiet is not None else f"{loc['peak']:.2f}"
+    loc = results.localiser(m)
+    if number(loc.get("soft_dice")) is None:
+        return MISSING
+    quiet = results.no_tumour_scores(loc).get("peak")
+    peaks = format_share(loc.get("peak"))
+    if number(quiet) is not None:
+        peaks += f" / {format_share(quiet)}"
     return f"{format_pct(loc['soft_dice'])}; {peaks}"
 
 
 def _chance_cell(m: Mapping) -> str:
-    base = (m.get("cam") or {}).get("baseline") or {}
-    if base.get("pointing_game") is None:
-        return report.MISSING
+    base = results.baseline(results.cam(m))
+    if number(base.get("pointing_game")) is None:
+        return MISSING
     return f"{format_pct(base['pointing_game'])} / {format_pct(base.get('energy_in_mask'))}"
 
 
 def _ceiling_cell(m: Mapping) -> str:
-    ceiling = (m.get("cam") or {}).get("ceiling") or {}
-    if ceiling.get("pointing_game") is None or len(ceiling.get("grid") or []) != 2:
-        return report.MISSING
-    return f"{format_pct(ceiling['pointing_game'])} ({ceiling['grid'][0]} x {ceiling['grid'][1]})"
+    ceiling = results.ceiling(results.cam(m))
+    if ceiling is None:
+        return MISSING
+    best, rows, cols = ceiling
+    return f"{format_pct(best)} ({rows} x {cols})"
 
 
 def _gate_cell(gate: Mapping) -> str:
-    if gate.get("refused_fraction") is None:
-        return report.MISSING
-    return f"{format_pct(gate['refused_fraction'])} of {gate.get('n', 0):,}"
+    if number(gate.get("refused_fraction")) is None:
+        return MISSING
+    return f"{format_pct(gate['refused_fraction'])} of {format_count(gate.get('n', 0))}"
 
 
 def _is_bundle(source: str) -> bool:
@@ -232,7 +248,7 @@ def render(sources: Sequence[str]) -> str:
     """The markdown for these sources: CV tables when every one is a cross-validation results run; the
     models table (with the gate's figures) for shipped bundles, cross-validated or not."""
     runs = dict(load_source(s) for s in sources)
-    if all(isinstance(m.get("cv_summary"), Mapping) for m in runs.values()) and not any(map(_is_bundle, sources)):
+    if all(results.cv_summary(m) for m in runs.values()) and not any(map(_is_bundle, sources)):
         return cv_tables(runs)
     return models_table(runs)
 
@@ -271,7 +287,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             print("error: give run or bundle folders, or --update FILE", file=sys.stderr)
             return 2
-    except (report.ResultsError, report.ResultsFileError, KeyError, OSError) as err:
+    except (results.ResultsError, results.ResultsFileError, KeyError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

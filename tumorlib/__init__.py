@@ -1,10 +1,14 @@
 """tumorlib: the shared core of the brain-tumour MRI classifier.
 
-Decoding (:mod:`tumorlib.decode`), dataset readers (:mod:`tumorlib.data`), patient-level splits
-(:mod:`tumorlib.splits`), the paper's preprocessing and the model transform
+The answer for one image: :class:`Classifier` (:mod:`tumorlib.inference`) over the one analysis
+pipeline (:mod:`tumorlib.pipeline`: decode, forward pass, the not-an-MRI check of :mod:`tumorlib.gate`,
+calibrated probabilities, the heatmap of :mod:`tumorlib.explain` or :mod:`tumorlib.localise`), its
+words (:mod:`tumorlib.summary`), batches (:mod:`tumorlib.batch`), the models on offer
+(:mod:`tumorlib.registry`). Around it: decoding (:mod:`tumorlib.decode`), datasets and splits
+(:mod:`tumorlib.data`, :mod:`tumorlib.splits`), preprocessing and the model transform
 (:mod:`tumorlib.preprocess`, :mod:`tumorlib.transforms`), model bundles (:mod:`tumorlib.bundle`),
-inference (:mod:`tumorlib.inference`), metrics (:mod:`tumorlib.metrics`) and report figures
-(:mod:`tumorlib.report`). No UI toolkit is imported here, and nothing touches the network on import.
+metrics (:mod:`tumorlib.metrics`), and the one reader of results files (:mod:`tumorlib.results`).
+No UI toolkit is imported here, and nothing touches the network on import.
 
 Research software: not a medical device, not for diagnosis.
 """
@@ -33,9 +37,13 @@ _EXPORTS = {
     "ImageTooLargeError": "errors",
     "ImageTooSmallError": "errors",
     "MultiFrameError": "errors",
+    "NoModelError": "errors",
+    "NotBrainMRIError": "errors",
     "TumorlibError": "errors",
     "UnsupportedFormatError": "errors",
     "DEFAULT_MODEL_DIR": "inference",
+    "Analysis": "pipeline",
+    "Prediction": "pipeline",
     "Classifier": "inference",
     "AugmentConfig": "transforms",
     "DataConfig": "transforms",
@@ -65,10 +73,13 @@ if TYPE_CHECKING:
         ImageTooLargeError,
         ImageTooSmallError,
         MultiFrameError,
+        NoModelError,
+        NotBrainMRIError,
         TumorlibError,
         UnsupportedFormatError,
     )
     from .inference import DEFAULT_MODEL_DIR, Classifier
+    from .pipeline import Analysis, Prediction
     from .transforms import AugmentConfig, DataConfig, create_transform, resolve_data_config
 
 __version__ = "0.1.0"
@@ -76,6 +87,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CLASS_NAMES",
     "DEFAULT_MODEL_DIR",
+    "Analysis",
     "AugmentConfig",
     "Bundle",
     "BundleError",
@@ -88,6 +100,9 @@ __all__ = [
     "ImageTooLargeError",
     "ImageTooSmallError",
     "MultiFrameError",
+    "NoModelError",
+    "NotBrainMRIError",
+    "Prediction",
     "Record",
     "Sample",
     "TumorlibError",

@@ -9,34 +9,65 @@ into memory, never extracted to disk, each bounded by its checked size.
 
 A member that is merely not an image (a text file, a damaged JPEG, a nested zip) is not an archive
 problem: it is handed on like any other file, so the decoder rejects that one file and the rest of the
-batch goes ahead. No UI toolkit is imported here.
+batch goes ahead. :func:`result_row` classifies one item through :mod:`tumorlib.pipeline` into a row of
+the results table (a refusal or an unreadable file fills only its own row). No UI toolkit is imported here.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import math
 import os
 import re
+import shutil
 import stat
+import tempfile
+import threading
+import time
+import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-from .decode import MAX_FILE_BYTES
-from .errors import TumorlibError
+from . import pipeline
+from .decode import MAX_FILE_BYTES, decode_bytes, decode_image
+from .errors import ImageError, TumorlibError, user_message
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .inference import Classifier
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ArchiveError",
     "BatchItem",
     "BatchLimits",
+    "ResultStore",
     "TooManyFilesError",
     "UnsafeArchiveError",
     "ZipBombError",
+    "batch_summary",
     "check_zip",
     "is_zip",
     "iter_batch",
     "plan_batch",
+    "require_upload",
+    "result_columns",
+    "result_row",
+    "upload_path",
+    "write_csv",
 ]
+
+#: The note of a row whose file broke something we did not foresee (the log has the traceback).
+UNEXPECTED_MESSAGE = (
+    "Something went wrong while processing this file. The error has been logged on the server; "
+    "please try another image."
+)
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 # Operating-system litter inside archives: skipped without a row in the results.
@@ -237,3 +268,125 @@ def iter_batch(
                     yield BatchItem(name=member_name, error=err)
                 else:
                     yield BatchItem(name=member_name, data=data)
+
+
+# --------------------------------------------------------------------------- classifying a batch
+
+
+def result_columns(labels: Sequence[str]) -> list[str]:
+    """The columns of the results table: file, prediction, confidence, one probability per class, note."""
+    return ["file", "prediction", "confidence", *(f"p_{label}" for label in labels), "note"]
+
+
+def result_row(clf: Classifier, item: BatchItem, check: bool = True) -> dict[str, Any]:
+    """One item's row: its prediction and probabilities, or in ``note`` why there are none."""
+    row: dict[str, Any] = {"file": item.name, "prediction": "", "confidence": math.nan, "note": ""}
+    row.update({f"p_{label}": math.nan for label in clf.labels})
+    if item.error is not None:
+        row["note"] = user_message(item.error)
+        return row
+    try:
+        image = (
+            decode_image(item.path)
+            if item.path is not None
+            else decode_bytes(item.data or b"", name=Path(item.name).name)
+        )
+        prediction, _, _ = pipeline.classify(clf, image, check)
+    except TumorlibError as err:
+        row["note"] = user_message(err)
+        return row
+    except Exception:  # one bad file must not sink the batch
+        log.exception("Unexpected error on one batch file")
+        row["note"] = UNEXPECTED_MESSAGE
+        return row
+    row["prediction"] = prediction.label
+    row["confidence"] = prediction.confidence
+    row.update({f"p_{label}": p for label, p in prediction.items()})
+    return row
+
+
+def csv_safe(value: Any) -> Any:
+    """Keep spreadsheet programs from running a cell as a formula (file names come from visitors)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """The results table as CSV, its text cells made formula-safe."""
+    safe = frame.copy()
+    safe["file"] = safe["file"].map(csv_safe)
+    safe["note"] = safe["note"].map(csv_safe)
+    safe.to_csv(path, index=False, float_format="%.6f")
+    return path
+
+
+def batch_summary(frame: pd.DataFrame) -> str:
+    """One Markdown line on a results table: how many were classified, by class, and how many not."""
+    ok = int((frame["prediction"] != "").sum())
+    counts = frame.loc[frame["prediction"] != "", "prediction"].value_counts()
+    text = f"**{ok} of {len(frame)} images classified**"
+    if len(counts):
+        text += " (" + ", ".join(f"{label}: {n}" for label, n in counts.items()) + ")"
+    text += "."
+    if ok < len(frame):
+        text += f" {len(frame) - ok} could not be classified: see the note column."
+    return text
+
+
+class ResultStore:
+    """A private temp folder for result files, each deleted ``keep_seconds`` after it was made (and at exit)."""
+
+    def __init__(self, keep_seconds: float, prefix: str = "tumour-app-") -> None:
+        self.keep_seconds, self.prefix = keep_seconds, prefix
+        self._root: Path | None = None
+
+    def new_path(self, filename: str) -> Path:
+        """A fresh path ``<store>/<random>/filename`` (its folder made); older files are swept first."""
+        folder = self._folder() / uuid.uuid4().hex
+        folder.mkdir()
+        # Swept on the next call too, but a timer keeps the promise when no later call comes.
+        timer = threading.Timer(self.keep_seconds, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
+        timer.daemon = True
+        timer.start()
+        return folder / filename
+
+    def _folder(self) -> Path:
+        if self._root is None or not self._root.is_dir():
+            self._root = Path(tempfile.mkdtemp(prefix=self.prefix))
+            atexit.register(shutil.rmtree, self._root, ignore_errors=True)
+        cutoff = time.time() - self.keep_seconds
+        for old in self._root.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        return self._root
+
+
+def upload_path(file: Any) -> Path | None:
+    """The path of an upload as a web framework hands it over (a str, or an object with .path / .name)."""
+    if file is None:
+        return None
+    if isinstance(file, (str, os.PathLike)):
+        return Path(file)
+    for attr in ("path", "name"):
+        value = getattr(file, attr, None)
+        if isinstance(value, (str, os.PathLike)):
+            return Path(value)
+    if isinstance(file, dict) and isinstance(file.get("path"), str):
+        return Path(file["path"])
+    raise ImageError("The upload could not be read; please upload the file again.")
+
+
+def require_upload(file: Any) -> Path:
+    """:func:`upload_path` of an upload that must be there; ImageError saying what is missing."""
+    path = upload_path(file)
+    if path is None:
+        raise ImageError("No image was uploaded. Upload an MRI slice or pick one of the examples first.")
+    if not path.exists():
+        raise ImageError(
+            "The uploaded file is no longer on the server (uploads are deleted after a while); please upload it again."
+        )
+    return path

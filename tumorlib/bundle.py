@@ -26,6 +26,7 @@ from torch import nn
 from .errors import BundleError
 from .fileio import atomic_write, save_json, sha256_file
 from .transforms import DataConfig, resolve_data_config
+from .weights import offline_imagenet_weights
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -95,8 +96,6 @@ def create_model(
         except (RuntimeError, ValueError, TypeError) as err:  # timm: unknown name; ValueError: a path-like name
             raise BundleError(f"Unknown timm architecture {architecture!r}: {err}") from None
         if source in ("imagenet-offline", "offline"):
-            from .weights import offline_imagenet_weights
-
             source = str(offline_imagenet_weights(architecture))
         if source is not None:
             load_matching_weights(model, source)

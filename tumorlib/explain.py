@@ -121,7 +121,7 @@ def gradcam(
 
     Grad-CAM of a model with an average-pool + linear head is computed in closed form from the last
     feature map of the classifier's own forward pass (``maps``, (1, D, h, w), from
-    :meth:`Classifier.predict_with_features`, or one pass of its engine); anything else, and
+    :func:`tumorlib.pipeline.classify`, or one pass of its engine); anything else, and
     Grad-CAM++, back-propagates through the eager float32 model.
     """
     decoded = decode_image(image)

@@ -33,6 +33,8 @@ COLOURFULNESS_LIMIT = 20.0
 #: Standard deviation of the decoded image (0-1 scale) below which it is blank: one flat shade.
 BLANK_LIMIT = 0.01
 METHOD = "multi-stage mahalanobis+residual"
+#: Scores are scaled so that the threshold is 1: above it the image is refused.
+REFUSE_ABOVE = 1.0
 STATISTICS = ("distance", "residual")
 
 
@@ -45,7 +47,7 @@ class GateResult:
     """Whether the input looks like a brain MRI slice of the kind the model knows, and why not."""
 
     is_mri: bool
-    score: float  # the largest scaled statistic divided by the threshold: > 1 refuses
+    score: float  # the largest scaled statistic divided by the threshold: see refuses()
     threshold: float
     reason: str
     checks: dict = field(default_factory=dict)
@@ -163,6 +165,11 @@ def scores(settings: dict, values: np.ndarray) -> np.ndarray:
     return (np.atleast_2d(values) / np.asarray(settings["scales"])).max(axis=1) / settings["threshold"]
 
 
+def refuses(score):
+    """Whether a gate score (or an array of them) refuses: the one place the rule is written."""
+    return np.asarray(score) > REFUSE_ABOVE
+
+
 def decide(settings: dict, values: np.ndarray, colour: float = 0.0, contrast: float = 1.0) -> GateResult:
     """Apply the stored settings to one image's statistics, colourfulness and contrast (std, 0-1)."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -171,17 +178,19 @@ def decide(settings: dict, values: np.ndarray, colour: float = 0.0, contrast: fl
     score = float(scores(settings, values)[0])
     if contrast < settings.get("blank_limit", BLANK_LIMIT):
         reason = "This image is blank (one flat shade): there is nothing to classify. Please upload a brain MRI slice."
-        return GateResult(False, score, 1.0, reason, checks)
+        return GateResult(False, score, REFUSE_ABOVE, reason, checks)
     if colour > settings.get("colourfulness_limit", COLOURFULNESS_LIMIT):
         reason = "This is a colour picture; MRI slices are greyscale. Please upload a brain MRI slice."
-        return GateResult(False, score, 1.0, reason, checks)
-    if score > 1.0:
+        return GateResult(False, score, REFUSE_ABOVE, reason, checks)
+    if refuses(score):
         reason = (
             "This image does not look like the brain MRI slices the model was trained on "
             "(T1-weighted contrast-enhanced axial, coronal or sagittal slices), so no tumour class is given."
         )
-        return GateResult(False, score, 1.0, reason, checks)
-    return GateResult(True, score, 1.0, "Looks like a brain MRI slice of the kind the model was trained on.", checks)
+        return GateResult(False, score, REFUSE_ABOVE, reason, checks)
+    return GateResult(
+        True, score, REFUSE_ABOVE, "Looks like a brain MRI slice of the kind the model was trained on.", checks
+    )
 
 
 def current_settings(settings: dict | None) -> dict | None:
@@ -230,7 +239,7 @@ def check(classifier, image: ImageInput, outputs=None) -> GateResult:
     """Decide whether ``image`` may be classified by ``classifier`` (needs a bundle with gate statistics).
 
     ``outputs``: this image's :class:`~tumorlib.runtime.Outputs` from the classifier's own forward pass
-    (:meth:`Classifier.predict_with_features`), so the check costs no second pass.
+    (:func:`tumorlib.pipeline.classify`), so the check costs no second pass.
     """
     settings, stats = _loaded(classifier)
     decoded = decode_image(image)

@@ -1,18 +1,21 @@
-"""The one prediction path both apps, evaluation and the benchmarks use."""
+"""A model loaded once and ready to classify: :class:`Classifier`, over :mod:`tumorlib.pipeline`."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from . import gate
+from . import gate, pipeline
 from .bundle import Bundle, load_bundle
 from .decode import ImageInput, decode_image
+from .errors import ImageError
+from .pipeline import Analysis, Prediction
 from .runtime import (
     STARTUP_VARIANTS,
     TOLERANCE,
@@ -63,6 +66,10 @@ class Classifier:
     it gives fp32's answers faster and this machine runs bf16 natively, otherwise fp32.
     :meth:`optimise` then measures what this machine offers and keeps the fastest variant that
     gives fp32's answers. Grad-CAM always runs on the eager float32 module, ``self.model``.
+
+    :meth:`predict` and :meth:`analyse` refuse an image that does not look like a brain MRI slice
+    (:class:`~tumorlib.errors.NotBrainMRIError`) when the bundle carries gate statistics; ``check=False``
+    skips that check. ``lock`` serialises use of the model across threads (one run already uses every core).
     """
 
     def __init__(self, bundle: Bundle, device: str | torch.device | None = None, variant: str = "auto") -> None:
@@ -79,6 +86,7 @@ class Classifier:
             variant = "bf16" if ok and native_bf16(self.device) else "fp32"
         self.engine: Engine = make_engine(variant, self.model, self.device, self.size)
         self.selection: dict | None = None
+        self.lock = threading.RLock()
 
     @property
     def variant(self) -> str:
@@ -121,21 +129,36 @@ class Classifier:
         """Calibrated probabilities (softmax of logits / temperature) for a transformed batch."""
         return self.calibrate(self.logits(batch))
 
-    def predict(self, image: ImageInput) -> dict[str, float]:
-        """``{label: probability}`` in label order for one image (path, bytes, PIL, array)."""
-        return self._as_dict(self.probabilities(self.preprocess(image)[None])[0])
+    def predict(self, image: ImageInput, check: bool = True) -> Prediction:
+        """``{label: calibrated probability}`` in label order for one image (path, bytes, PIL, array).
 
-    def predict_with_features(self, image: ImageInput) -> tuple[dict[str, float], Outputs]:
-        """:meth:`predict` plus the raw outputs of the same forward pass (for the gate and Grad-CAM)."""
-        out = self.forward(self.preprocess(image)[None])
-        return self._as_dict(self.calibrate(out.logits)[0]), out
+        Raises :class:`~tumorlib.errors.NotBrainMRIError` when the not-an-MRI check refuses the image, and
+        other :class:`~tumorlib.errors.ImageError` subclasses for unreadable input. The result's ``gate``
+        is the check's verdict, or None with ``check_note`` saying why no check was made.
+        """
+        return pipeline.analyse(self, image, check=check, heatmap=False).probabilities
 
-    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 16) -> list[dict[str, float]]:
-        """:meth:`predict` for many images, run in batches; raises on the first unreadable image."""
-        out: list[dict[str, float]] = []
+    def analyse(self, image: ImageInput, check: bool = True, heatmap: bool = True) -> Analysis:
+        """The full answer (see :func:`tumorlib.pipeline.analyse`): probabilities, gate, heatmap, timings."""
+        return pipeline.analyse(self, image, check=check, heatmap=heatmap)
+
+    def predict_batch(
+        self, images: Sequence[ImageInput], batch_size: int = 16, check: bool = True
+    ) -> list[Prediction | ImageError]:
+        """:meth:`predict` for many images, batched; an image that is unreadable or refused by the check
+        gets its error in its place and the rest go on."""
+        out: list[Prediction | ImageError] = []
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.preprocess(im) for im in images[start : start + batch_size]])
-            out += [self._as_dict(p) for p in self.probabilities(batch)]
+            decoded: list = []
+            for image in images[start : start + batch_size]:
+                try:
+                    decoded.append(decode_image(image))
+                except ImageError as err:
+                    decoded.append(err)
+            ready = [i for i, d in enumerate(decoded) if not isinstance(d, ImageError)]
+            answers = pipeline.classify_batch(self, [decoded[i] for i in ready], check)[0] if ready else []
+            by_index = dict(zip(ready, answers, strict=True))
+            out += [by_index.get(i, d) for i, d in enumerate(decoded)]
         return out
 
     def optimise(

@@ -18,6 +18,7 @@ no calibrated probability more than :data:`TOLERANCE` away from fp32's on real i
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -297,3 +298,19 @@ def time_calls(fn: Callable[[], object], n: int = 5, warmup: int = 2) -> list[fl
 
 def median_ms(times: Sequence[float]) -> float:
     return float(np.median(times) * 1000) if len(times) else float("nan")
+
+
+def limit_heap_growth() -> None:
+    """Keep a long-running server's memory flat (glibc only; elsewhere a no-op).
+
+    Gradio answers from a pool of threads, and glibc gives each thread its own heap and raises its
+    mmap threshold after large frees, so image-sized buffers (decoded uploads, feature maps, ONNX
+    Runtime outputs) end up parked in many heaps. A fixed 1 MB threshold returns them to the OS at
+    once; two heaps are plenty when one model run holds the lock at a time.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass

