@@ -538,7 +538,7 @@ def test_facts_of_a_gated_model_still_name_its_source(tiny_bundle):
     config = json.loads((tiny_bundle / "config.json").read_text(encoding="utf-8"))
     gate = {"n_heldout": 620, "thresholds_from": "held-out patients", "mri_refused_crossfit": 0.027}
     config["tumorlib"]["gate"] = gate
-    facts = results.model_facts("tiny", "models/tiny", config, {}, None, gate_installed=True)
+    facts = results.model_facts("tiny", "models/tiny", config, {}, None)
     assert "| Source | `models/tiny` |" in facts
     assert "yes, thresholds set on 620 slices (held-out patients); refuses 2.7% of real MRI slices" in facts
 
@@ -701,7 +701,7 @@ def test_with_a_localiser_the_tumour_map_is_the_default_heatmap(localised, monke
     # The figures are the bundle's own (metrics.json), not written into the app.
     assert "its peak falls inside the tumour on 65.4% of 1,234 slices" in summary
     assert "(a fixed point at the image centre: 21.7%)" in summary
-    assert "averages 0.46 on slices with a tumour and 0.08 on slices without one" in summary
+    assert "Mean peak 0.46 on tumour slices, 0.08 on 321 no-tumour slices." in summary
     assert top.capitalize() in summary  # the prediction itself is unchanged
 
     # A class: its Grad-CAM; back to the map: the cached map, drawn again at the new opacity.

@@ -10,7 +10,7 @@ import pytest
 
 from tumorlib import figures, results
 
-from .results_data import LABELS, make_metrics
+from .results_data import LABELS, make_history, make_metrics
 
 
 @pytest.fixture(scope="module")
@@ -20,22 +20,7 @@ def metrics() -> dict:
 
 @pytest.fixture
 def history() -> pd.DataFrame:
-    rows = []
-    for fold in (1, 2, 3):
-        for epoch in range(1, 6):
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "fold": fold,
-                    "train_loss": 1 / epoch,
-                    "train_acc": 0.7 + 0.05 * epoch,
-                    "val_loss": 1.2 / epoch,
-                    "val_acc": 0.65 + 0.05 * epoch,
-                    "lr": 1e-3 / epoch,
-                    "seconds": 12.5,
-                }
-            )
-    return pd.DataFrame(rows)
+    return make_history()
 
 
 def test_confusion_matrix_figure_counts(metrics):

@@ -16,7 +16,7 @@ from plotly.offline import get_plotlyjs
 
 from tumorlib import figures, report, results, tables
 
-from .results_data import make_cv_metrics, make_metrics
+from .results_data import make_cv_metrics, make_history, make_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,22 +28,7 @@ def metrics() -> dict:
 
 @pytest.fixture
 def history() -> pd.DataFrame:
-    rows = []
-    for fold in (1, 2, 3):
-        for epoch in range(1, 6):
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "fold": fold,
-                    "train_loss": 1 / epoch,
-                    "train_acc": 0.7 + 0.05 * epoch,
-                    "val_loss": 1.2 / epoch,
-                    "val_acc": 0.65 + 0.05 * epoch,
-                    "lr": 1e-3 / epoch,
-                    "seconds": 12.5,
-                }
-            )
-    return pd.DataFrame(rows)
+    return make_history()
 
 
 def test_missing_optional_keys_do_not_crash(metrics):

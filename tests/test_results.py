@@ -288,11 +288,7 @@ def test_model_facts_with_gate_localiser_licence_and_metrics():
     assert "| Tumour map | yes, a head trained on tumour masks on stage 3 |" in facts
     assert "| Licence | apache-2.0 |" in facts and "| Evaluated on | 3096 test slices from 816 patients |" in facts
     assert facts.endswith("| Source | `models/default` |")
-    # Installed in the bundle but not in this app: the facts say so.
-    off = model_facts("default", "models/default", _config(True, True), {}, None, False, False)
-    assert "real MRI slices (cross-fitted) (not installed here) |" in off
-    assert "| Tumour map | yes, a head trained on tumour masks on stage 3 (not installed here) |" in off
-    assert "| Evaluated on" not in off
+    assert "| Evaluated on" not in model_facts("default", "models/default", _config(True, True), {}, None)
 
 
 def test_read_bundle_metrics_missing_corrupt_and_good(tmp_path):

@@ -20,33 +20,13 @@ from PIL import Image
 
 from .decode import decode_image
 from .errors import DatasetError, ImageError
-
-#: Every class the project knows, in the order models list them.
-CLASS_NAMES: tuple[str, ...] = ("glioma", "meningioma", "pituitary", "no_tumor")
+from .labels import ALIASES as _ALIASES
+from .labels import CLASS_NAMES
 
 #: Label codes of the original figshare release (``cjdata.label``).
 FIGSHARE_CODES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".dcm")
-
-_ALIASES = {
-    "glioma": "glioma",
-    "glioma_tumor": "glioma",
-    "gliomas": "glioma",
-    "meningioma": "meningioma",
-    "meningioma_tumor": "meningioma",
-    "meningiomas": "meningioma",
-    "pituitary": "pituitary",
-    "pituitary_tumor": "pituitary",
-    "pituitary_tumour": "pituitary",
-    "no_tumor": "no_tumor",
-    "no_tumour": "no_tumor",
-    "notumor": "no_tumor",
-    "notumour": "no_tumor",
-    "no": "no_tumor",
-    "normal": "no_tumor",
-    "healthy": "no_tumor",
-}
 
 
 def canonical_label(name: str) -> str:

@@ -57,6 +57,18 @@ def class_colour(label: str, labels: Sequence[str] = ()) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def _diagonal(name: str) -> go.Scatter:
+    """The dashed y = x line a curve is read against (chance for ROC, perfect calibration)."""
+    return go.Scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        name=name,
+        line={"color": _NEUTRAL, "dash": "dash", "width": 1.5},
+        hoverinfo="skip",
+    )
+
+
 def _style(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = 460) -> go.Figure:
     """The layout every figure shares, so app and report look like one product."""
     fig.update_layout(
@@ -162,16 +174,7 @@ def roc_figure(metrics: Mapping) -> go.Figure:
                 ),
             )
         )
-    fig.add_trace(
-        go.Scatter(
-            x=[0, 1],
-            y=[0, 1],
-            mode="lines",
-            name="Chance",
-            line={"color": _NEUTRAL, "dash": "dash", "width": 1.5},
-            hoverinfo="skip",
-        )
-    )
+    fig.add_trace(_diagonal("Chance"))
     _style(fig, title, "False-positive rate (1 − specificity)", "True-positive rate (recall)", height=500)
     fig.update_xaxes(range=[-0.01, 1.01], tickformat=".0%", constrain="domain")
     fig.update_yaxes(range=[-0.01, 1.01], tickformat=".0%", scaleanchor="x", scaleratio=1, constrain="domain")
@@ -230,14 +233,7 @@ def reliability_figure(metrics: Mapping) -> go.Figure:
         label = f"Before calibration (ECE {format_pct(results.ece_before(metrics))})"
         fig.add_trace(_reliability_points(before, label, "#D55E00", "dot"), secondary_y=False)
     fig.add_trace(
-        go.Scatter(
-            x=[0, 1],
-            y=[0, 1],
-            mode="lines",
-            name="Perfect calibration",
-            line={"color": _NEUTRAL, "dash": "dash", "width": 1.5},
-            hoverinfo="skip",
-        ),
+        _diagonal("Perfect calibration"),
         secondary_y=False,
     )
     _style(fig, title, "Mean predicted confidence", "Observed accuracy", height=480)

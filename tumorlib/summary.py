@@ -54,13 +54,7 @@ def heatmap_line(analysis: Analysis, heatmap: Heatmap, metrics: Mapping | None) 
         text = f"{head}: a head trained on tumour masks estimates the share of tumour under each pixel."
         measured = results.pointing_sentence(scores)
         if measured:
-            text += f" {measured}"
-            on_tumour = results.number(scores.get("peak"))
-            none = results.number(results.section(scores, "no_tumor").get("peak"))
-            if on_tumour is not None and none is not None:
-                text += (
-                    f" Its peak averages {on_tumour:.2f} on slices with a tumour and {none:.2f} on slices without one."
-                )
+            text += " ".join(("", measured, results.peak_sentence(scores))).rstrip()
         else:
             text += " This model's metrics.json has no check of the map against tumour masks."
         return text + (

@@ -45,9 +45,7 @@ class ModelInfo:
     metrics: dict | None = None
 
 
-def model_info(
-    folder: str | Path, name: str, source: str, *, gate_installed: bool = True, localise_installed: bool = True
-) -> ModelInfo:
+def model_info(folder: str | Path, name: str, source: str) -> ModelInfo:
     """The Model tab's content for the bundle in ``folder``, offered as ``name`` from ``source``.
 
     Reads files only: no weights are loaded. An unreadable config.json gives facts that say so.
@@ -66,7 +64,7 @@ def model_info(
         except (OSError, ValueError, UnicodeDecodeError) as err:
             card_body = f"The model card could not be read ({err})."
     metrics, metrics_note = read_bundle_metrics(folder)
-    facts = model_facts(name, source, config, card_front, metrics, gate_installed, localise_installed)
+    facts = model_facts(name, source, config, card_front, metrics)
     info = ModelInfo(facts=facts, card=card_body.strip(), metrics_note=metrics_note, metrics=metrics)
     if metrics is None:
         return info
@@ -110,8 +108,6 @@ def model_facts(
     config: Mapping,
     front: Mapping,
     metrics: Mapping | None,
-    gate_installed: bool = True,
-    localise_installed: bool = True,
 ) -> str:
     """Key facts of a model bundle as a Markdown table: its config.json, README front matter and metrics."""
     tumorlib_section = section(config, "tumorlib")
@@ -135,13 +131,12 @@ def model_facts(
         sha = f"SHA-256 `{str(weights.get('sha256', ''))[:12]}…`" if weights.get("sha256") else ""
         dtype = tumorlib_section.get("weights_dtype", "")
         rows.append(("Weights", ", ".join(x for x in (f"{dtype} safetensors".strip(), mb, sha) if x)))
-    rows.append(("Not-an-MRI check", _gate_fact(section(tumorlib_section, "gate"), gate_installed)))
+    rows.append(("Not-an-MRI check", _gate_fact(section(tumorlib_section, "gate"))))
     localiser_config = section(tumorlib_section, "localiser")
     if localiser_config:
         stage = localiser_config.get("stage")
         where = f" on stage {stage}" if isinstance(stage, int) and not isinstance(stage, bool) else ""
-        installed = "" if localise_installed else " (not installed here)"
-        rows.append(("Tumour map", f"yes, a head trained on tumour masks{where}{installed}"))
+        rows.append(("Tumour map", f"yes, a head trained on tumour masks{where}"))
     else:
         rows.append(("Tumour map", "none: the heatmap is Grad-CAM"))
     if front.get("license"):
@@ -157,7 +152,7 @@ def model_facts(
     return "| | |\n|---|---|\n" + body
 
 
-def _gate_fact(gate_config: Mapping, installed: bool) -> str:
+def _gate_fact(gate_config: Mapping) -> str:
     """The facts table's cell for the bundle's not-an-MRI gate (from config.json, set at shipping)."""
     if not gate_config:
         return "none: any image gets one of the classes"
@@ -168,4 +163,4 @@ def _gate_fact(gate_config: Mapping, installed: bool) -> str:
     refused = number(gate_config.get("mri_refused_crossfit"))
     if refused is not None:
         where += f"; refuses {format_pct(refused)} of real MRI slices (cross-fitted)"
-    return f"yes, thresholds{where}" + ("" if installed else " (not installed here)")
+    return f"yes, thresholds{where}"

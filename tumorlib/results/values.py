@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..labels import NO_TUMOUR_LABELS
 from .files import ResultsError
 
 __all__ = [
@@ -337,7 +338,6 @@ GATE_TEST_SETS = (
 # --------------------------------------------------------------------------- the no-tumour class
 
 #: Label spellings that mean "no tumour" in the datasets we read.
-NO_TUMOUR_LABELS = frozenset({"no_tumor", "no_tumour", "notumor", "notumour", "no", "healthy", "normal"})
 
 NO_TUMOUR_CAVEAT = (
     "The no-tumour slices come from other collections (Br35H, SARTAJ) than the tumour slices (Cheng et al., "
