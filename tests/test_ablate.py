@@ -1,0 +1,81 @@
+"""Paired ablations: a recipe change on some CV folds against the baseline's same folds."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from train.ablate import COLUMNS, cli, summarise
+
+BASE_CONFIG = {"config": "recipes/resnet50-scratch.yaml", "model": "resnet50", "pretrained": "none", "input_size": 128}
+
+
+def _fold(folder: Path, accuracy: float, recall: float, seconds: list[float]) -> None:
+    folder.mkdir(parents=True)
+    metrics = {
+        "n": 620,
+        "accuracy": accuracy,
+        "macro": {"f1": accuracy - 0.01},
+        "per_class": {"meningioma": {"recall": recall}, "glioma": {"recall": 0.9}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (folder / "predictions.csv").write_text("id,true_label\n", encoding="utf-8")
+    lines = ["epoch,fold,train_loss,train_acc,val_loss,val_acc,lr,seconds"]
+    lines += [f"{i + 1},{folder.name},1,0.5,1,0.5,0.001,{s}" for i, s in enumerate(seconds)]
+    (folder / "history.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def runs(tmp_path) -> tuple[Path, Path]:
+    base, run = tmp_path / "results" / "r50-4c-cv", tmp_path / "runs" / "abl-crop"
+    for k, acc, rec in ((0, 0.944, 0.88), (1, 0.95, 0.9), (3, 0.908, 0.77)):
+        _fold(base / f"fold{k}", acc, rec, [50.0] * 3)
+    _fold(run / "fold0", 0.952, 0.91, [50.0, 300.0, 52.0])  # one epoch stretched by a pause
+    _fold(run / "fold3", 0.917, 0.80, [51.0, 49.0, 50.0])
+    (base / "config.yaml").write_text(yaml.safe_dump(BASE_CONFIG), encoding="utf-8")
+    (run / "config.yaml").write_text(yaml.safe_dump({**BASE_CONFIG, "crop_brain": True, "fold": 3}), encoding="utf-8")
+    return run, base
+
+
+def test_each_fold_stands_beside_the_baseline_on_the_same_fold(runs):
+    run, base = runs
+    summary = summarise(run, base)
+    assert [f["fold"] for f in summary["folds"]] == [0, 3]
+    assert [f["baseline"]["accuracy"] for f in summary["folds"]] == [0.944, 0.908]
+    assert summary["mean"]["accuracy"] == pytest.approx((0.952 + 0.917) / 2)
+    assert summary["baseline_mean"]["meningioma_recall"] == pytest.approx((0.88 + 0.77) / 2)
+    # Wall time as recorded, and what the epochs cost alone (epochs x the median epoch).
+    assert summary["wall_minutes"] == pytest.approx((402 + 150) / 60)
+    assert summary["uncontended_minutes"] == pytest.approx((3 * 52 + 3 * 50) / 60)
+
+
+def test_the_row_and_the_fold_files_are_recorded(runs, tmp_path):
+    run, base = runs
+    table = tmp_path / "ablations.csv"
+    table.write_text(
+        ",".join(COLUMNS) + "\nr50-4c-cv,recipes/resnet50-scratch.yaml,32,128,random,273.5,0.927,0.922,x\n"
+    )
+    out = tmp_path / "results" / "ablations" / "crop-brain"
+    args = [str(run), "--baseline", str(base), "--out", str(out), "--csv", str(table)]
+    assert cli(args) == 0
+    assert cli(args) == 0  # again: the row is replaced, not repeated
+    rows = list(csv.DictReader(table.open(newline="")))
+    assert [r["run"] for r in rows] == ["r50-4c-cv", "ablations/crop-brain"]
+    row = rows[1]
+    assert row["recipe"] == "recipes/resnet50-scratch.yaml --crop-brain"
+    assert float(row["accuracy"]) == pytest.approx((0.952 + 0.917) / 2, abs=1e-4)
+    assert "accuracy 95.2/91.7% (baseline 94.4/90.8%)" in row["notes"]
+    assert "meningioma recall 91.0/80.0% (baseline 88.0/77.0%)" in row["notes"]
+    assert sorted(p.name for p in (out / "fold0").iterdir()) == ["history.csv", "metrics.json", "predictions.csv"]
+    assert json.loads((out / "summary.json").read_text())["mean"]["accuracy"] == pytest.approx(0.9345)
+
+
+def test_a_fold_the_baseline_lacks_is_a_clear_error(runs, tmp_path, capsys):
+    run, base = runs
+    _fold(run / "fold2", 0.9, 0.8, [50.0])
+    assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "a.csv")]) == 2
+    assert "has no fold 2" in capsys.readouterr().err

@@ -1,0 +1,200 @@
+"""Record a paired ablation: a recipe change trained on some folds of a cross-validation, against the
+baseline run's own scores on the same folds (same patients, same seed), as a row of ``results/ablations.csv``.
+
+    python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 0 --name abl-crop --crop-brain
+    python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 3 --name abl-crop --crop-brain
+    python -m train.ablate runs/abl-crop --baseline results/r50-4c-cv --out results/ablations/crop-brain
+
+One fold alone moves by +-2 points between seeds, so a change is read on the pair of folds and their
+mean, never on one. The fold files (metrics, predictions, history, the run's config) are copied to
+``--out`` with a ``summary.json``; no weights are copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shutil
+import statistics
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from tumorlib.errors import TumorlibError
+from tumorlib.fileio import atomic_write_text, load_json, save_json
+
+from .runfiles import read_history
+
+FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
+ABLATIONS = Path("results/ablations.csv")
+COLUMNS = ("run", "recipe", "epochs", "input_size", "init", "wall_minutes", "accuracy", "macro_f1", "notes")
+#: The class whose recall the ResNet-50's aims name (the weakest on new patients).
+WATCHED = "meningioma"
+
+
+def fold_scores(metrics: Mapping) -> dict:
+    """Accuracy, macro F1 and the watched class's recall of one fold's metrics.json."""
+    per_class = metrics.get("per_class") or {}
+    return {
+        "accuracy": float(metrics["accuracy"]),
+        "macro_f1": float(metrics["macro"]["f1"]),
+        f"{WATCHED}_recall": float(per_class[WATCHED]["recall"]) if WATCHED in per_class else None,
+        "n": int(metrics["n"]),
+    }
+
+
+def fold_minutes(history_csv: Path) -> dict:
+    """Wall minutes of a fold's epochs as recorded, and epochs x the median epoch (what it costs alone:
+    a paused or shared machine stretches some epochs several times)."""
+    rows = read_history(history_csv)
+    seconds = [float(r["seconds"]) for r in rows]
+    return {
+        "epochs": len(rows),
+        "wall_minutes": sum(seconds) / 60,
+        "median_epoch_s": statistics.median(seconds) if seconds else None,
+        "uncontended_minutes": len(seconds) * statistics.median(seconds) / 60 if seconds else None,
+    }
+
+
+def summarise(run: Path, baseline: Path) -> dict:
+    """Every finished fold of ``run`` beside ``baseline``'s score on the same fold, and their means."""
+    folds = sorted(int(p.parent.name.removeprefix("fold")) for p in run.glob("fold*/metrics.json"))
+    if not folds:
+        raise TumorlibError(f"{run} has no finished fold (fold*/metrics.json).")
+    rows = []
+    for k in folds:
+        ours, theirs = run / f"fold{k}", baseline / f"fold{k}"
+        if not (theirs / "metrics.json").is_file():
+            raise TumorlibError(f"The baseline {baseline} has no fold {k} to compare with.")
+        rows.append(
+            {
+                "fold": k,
+                **fold_scores(load_json(ours / "metrics.json")),
+                "baseline": fold_scores(load_json(theirs / "metrics.json")),
+                **fold_minutes(ours / "history.csv"),
+            }
+        )
+
+    def mean(key: str, of: str | None = None) -> float | None:
+        values = [(r[of] if of else r)[key] for r in rows]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    keys = ("accuracy", "macro_f1", f"{WATCHED}_recall")
+    return {
+        "run": str(run),
+        "baseline": str(baseline),
+        "folds": rows,
+        "mean": {k: mean(k) for k in keys},
+        "baseline_mean": {k: mean(k, "baseline") for k in keys},
+        "wall_minutes": sum(r["wall_minutes"] for r in rows),
+        "uncontended_minutes": sum(r["uncontended_minutes"] or 0 for r in rows),
+    }
+
+
+def recipe_change(config: Mapping, base: Mapping) -> str:
+    """The options that differ from the baseline's recipe, as trainer flags."""
+    skip = {"name", "fold", "folds", "final", "resume", "output", "no_progress", "data", "config", "_environment"}
+    flags = []
+    for key, value in config.items():
+        if key in skip or base.get(key) == value:
+            continue
+        flag = "--" + key.replace("_", "-")
+        flags.append(flag if value is True else f"{flag} {value}")
+    return " ".join(flags) or "(none)"
+
+
+def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) -> dict:
+    """The ``results/ablations.csv`` row: the fold mean, and each fold beside the baseline in the notes."""
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    folds = summary["folds"]
+    ks = "/".join(str(r["fold"]) for r in folds)
+    mean, base_mean = summary["mean"], summary["baseline_mean"]
+    notes = (
+        f"paired ablation on folds {ks} of the 4-class CV against {summary['baseline']} on the same folds; "
+        f"accuracy {'/'.join(pct(r['accuracy']) for r in folds)}% "
+        f"(baseline {'/'.join(pct(r['baseline']['accuracy']) for r in folds)}%), "
+        f"mean {pct(mean['accuracy'])}% vs {pct(base_mean['accuracy'])}%; "
+        f"{WATCHED} recall {'/'.join(pct(r[f'{WATCHED}_recall']) for r in folds)}% "
+        f"(baseline {'/'.join(pct(r['baseline'][f'{WATCHED}_recall']) for r in folds)}%); "
+        f"about {summary['uncontended_minutes']:.0f} min of epochs uncontended"
+    )
+    size = config.get("finetune_size") or config.get("input_size")
+    return {
+        "run": name,
+        "recipe": f"{config.get('config', '')} {recipe_change(config, base)}".strip(),
+        "epochs": folds[0]["epochs"],
+        "input_size": size,
+        "init": "random" if config.get("pretrained") in (None, "none") else config.get("pretrained"),
+        "wall_minutes": f"{summary['wall_minutes']:.1f}",
+        "accuracy": f"{mean['accuracy']:.4f}",
+        "macro_f1": f"{mean['macro_f1']:.4f}",
+        "notes": notes,
+    }
+
+
+def write_row(path: Path, row: Mapping) -> None:
+    """Add ``row`` to the CSV, replacing an earlier row of the same run."""
+    rows = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["run"] != row["run"]]
+    rows.append({k: row.get(k, "") for k in COLUMNS})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def run_name(out: Path) -> str:
+    """The run's name in the table: its path under the last ``results`` folder (as the other rows are named)."""
+    parts = out.parts
+    if "results" not in parts:
+        return out.name
+    return "/".join(parts[len(parts) - parts[::-1].index("results") :])
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Record a paired ablation against a CV baseline.", add_help=add_help)
+    p.add_argument("run", help="the ablation's run folder (runs/NAME), with some finished folds")
+    p.add_argument("--baseline", required=True, help="the baseline CV results folder (results/r50-4c-cv)")
+    p.add_argument("--out", required=True, help="where the fold files and summary.json go (results/ablations/NAME)")
+    p.add_argument("--csv", default=str(ABLATIONS), help="the ablations table to add the row to")
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    run, baseline, out = Path(args.run), Path(args.baseline), Path(args.out)
+    summary = summarise(run, baseline)
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    base = yaml.safe_load((baseline / "config.yaml").read_text(encoding="utf-8"))
+    for fold in summary["folds"]:
+        (out / f"fold{fold['fold']}").mkdir(parents=True, exist_ok=True)
+        for name in FOLD_FILES:
+            shutil.copy2(run / f"fold{fold['fold']}" / name, out / f"fold{fold['fold']}" / name)
+    shutil.copy2(run / "config.yaml", out / "config.yaml")
+    summary["run"] = str(out)
+    save_json(summary, out / "summary.json")
+    write_row(Path(args.csv), ablation_row(run_name(out), summary, config, base))
+    return summary
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        summary = main(get_args_parser().parse_args(argv))
+    except (TumorlibError, OSError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m, b = summary["mean"], summary["baseline_mean"]
+    print(f"mean accuracy {m['accuracy']:.4f} (baseline {b['accuracy']:.4f}) over {len(summary['folds'])} folds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
