@@ -23,10 +23,18 @@ from .errors import DatasetError, ImageError
 from .labels import ALIASES as _ALIASES
 from .labels import CLASS_NAMES
 
+#: In a group id, the mark of images that carry no patient id (grouped only with their near-duplicates).
+NO_PATIENT_MARKER = "/dup:"
+
 #: Label codes of the original figshare release (``cjdata.label``).
 FIGSHARE_CODES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".dcm")
+
+
+def has_patient_id(group: str) -> bool:
+    """Whether a record's group is a real patient, not an image grouped only with its near-duplicates."""
+    return NO_PATIENT_MARKER not in str(group)
 
 
 def canonical_label(name: str) -> str:
@@ -177,7 +185,7 @@ def read_class_folders(
     for i, c in enumerate(cluster):
         first.setdefault(c, ids[i])
     return [
-        Record(id=ids[i], label=label, group=f"{prefix}/dup:{first[cluster[i]]}", path=p)
+        Record(id=ids[i], label=label, group=f"{prefix}{NO_PATIENT_MARKER}{first[cluster[i]]}", path=p)
         for i, (p, label) in enumerate(files)
     ]
 
