@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train.ablate import COLUMNS, cli, summarise
+from train.ablate import BLOCK, COLUMNS, cli, summarise, table, update
+
+from .conftest import ROOT
 
 BASE_CONFIG = {"config": "recipes/resnet50-scratch.yaml", "model": "resnet50", "pretrained": "none", "input_size": 128}
 
@@ -79,3 +81,21 @@ def test_a_fold_the_baseline_lacks_is_a_clear_error(runs, tmp_path, capsys):
     _fold(run / "fold2", 0.9, 0.8, [50.0])
     assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "a.csv")]) == 2
     assert "has no fold 2" in capsys.readouterr().err
+
+
+def test_the_docs_table_is_generated_from_the_summaries(runs, tmp_path, monkeypatch):
+    run, base = runs
+    out = tmp_path / "results" / "ablations" / "crop-brain"
+    assert cli([str(run), "--baseline", str(base), "--out", str(out), "--csv", str(tmp_path / "a.csv")]) == 0
+    text = table(out.parent)
+    assert "| `crop-brain` | `--crop-brain` | 0/3 | 95.2% (94.4%) / 91.7% (90.8%) | 93.5% (92.6%) |" in text
+    assert "91.0% (88.0%) / 80.0% (77.0%)" in text
+    page = "# Results\n\n<!-- python -m train.ablate --table -->\n| old |\n<!-- end ablations -->\nafter\n"
+    assert update(page, out.parent) == page.replace("| old |\n", text)
+
+
+def test_the_committed_docs_table_equals_the_recorded_ablations(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert BLOCK.search(page), "docs/results.md needs its <!-- python -m train.ablate --table --> block"
+    assert update(page) == page, "regenerate with: python -m train.ablate --update docs/results.md"

@@ -4,6 +4,7 @@ baseline run's own scores on the same folds (same patients, same seed), as a row
     python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 0 --name abl-crop --crop-brain
     python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 3 --name abl-crop --crop-brain
     python -m train.ablate runs/abl-crop --baseline results/r50-4c-cv --out results/ablations/crop-brain
+    python -m train.ablate --update docs/results.md     # rewrite the paired-ablations table block
 
 One fold alone moves by +-2 points between seeds, so a change is read on the pair of folds and their
 mean, never on one. The fold files (metrics, predictions, history, the run's config) are copied to
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import shutil
 import statistics
 import sys
@@ -160,16 +162,57 @@ def run_name(out: Path) -> str:
     return "/".join(parts[len(parts) - parts[::-1].index("results") :])
 
 
+#: The generated table's place in a Markdown page.
+BLOCK = re.compile(r"(<!-- python -m train\.ablate --table -->\n)(.*?)(<!-- end ablations -->)", re.S)
+
+
+def table(root: Path = Path("results/ablations")) -> str:
+    """Every recorded paired ablation under ``root`` as a Markdown table, fold by fold beside the baseline."""
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
+    rows = [
+        "| ablation | change | folds | accuracy (baseline) | mean (baseline) | meningioma recall (baseline) | "
+        "minutes of epochs (uncontended) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in sorted(root.glob("*/summary.json")):
+        s = load_json(path)
+        config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
+        base = yaml.safe_load((Path(s["baseline"]) / "config.yaml").read_text(encoding="utf-8"))
+        folds = s["folds"]
+        acc = " / ".join(f"{pct(f['accuracy'])} ({pct(f['baseline']['accuracy'])})" for f in folds)
+        rec = " / ".join(f"{pct(f[f'{WATCHED}_recall'])} ({pct(f['baseline'][f'{WATCHED}_recall'])})" for f in folds)
+        mean = f"{pct(s['mean']['accuracy'])} ({pct(s['baseline_mean']['accuracy'])})"
+        cells = [f"`{path.parent.name}`", f"`{recipe_change(config, base)}`", "/".join(str(f["fold"]) for f in folds)]
+        cells += [acc, mean, rec, f"{s['uncontended_minutes']:.0f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def update(text: str, root: Path = Path("results/ablations")) -> str:
+    """``text`` with its paired-ablations block rewritten from the recorded summaries."""
+    return BLOCK.sub(lambda m: m.group(1) + table(root) + m.group(3), text)
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Record a paired ablation against a CV baseline.", add_help=add_help)
-    p.add_argument("run", help="the ablation's run folder (runs/NAME), with some finished folds")
-    p.add_argument("--baseline", required=True, help="the baseline CV results folder (results/r50-4c-cv)")
-    p.add_argument("--out", required=True, help="where the fold files and summary.json go (results/ablations/NAME)")
+    p.add_argument("run", nargs="?", help="the ablation's run folder (runs/NAME), with some finished folds")
+    p.add_argument("--baseline", help="the baseline CV results folder (results/r50-4c-cv)")
+    p.add_argument("--out", help="where the fold files and summary.json go (results/ablations/NAME)")
     p.add_argument("--csv", default=str(ABLATIONS), help="the ablations table to add the row to")
+    p.add_argument("--update", metavar="PAGE", help="rewrite the paired-ablations table block in this Markdown page")
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.update:
+        page = Path(args.update)
+        atomic_write_text(page, update(page.read_text(encoding="utf-8")))
+        return {}
+    if not (args.run and args.baseline and args.out):
+        raise TumorlibError("Give the run folder, --baseline and --out (or --update PAGE).")
     run, baseline, out = Path(args.run), Path(args.baseline), Path(args.out)
     summary = summarise(run, baseline)
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
@@ -191,6 +234,8 @@ def cli(argv: list[str] | None = None) -> int:
     except (TumorlibError, OSError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not summary:
+        return 0
     m, b = summary["mean"], summary["baseline_mean"]
     print(f"mean accuracy {m['accuracy']:.4f} (baseline {b['accuracy']:.4f}) over {len(summary['folds'])} folds")
     return 0
