@@ -11,7 +11,9 @@ overlay (the tumour map, or Grad-CAM of the top class) and a Markdown summary; `
 (images, zips) and a model name and returns a table and a CSV. Any unreadable or refused input raises
 ``gr.Error`` with a message saying why.
 
-Research demo: not a medical device, not for diagnosis. Uploads are not stored.
+Research demo: not a medical device, not for diagnosis. Uploads, heatmaps and result CSVs stay only in
+this process's folder of Gradio's temp folder (:mod:`tumorlib.uploads`) and are deleted on a timer, and
+after a crash when the app next starts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,8 @@ import pandas as pd
 from gradio.utils import NamedString
 from PIL import Image
 
-from tumorlib import pipeline, results, summary
+from tumorlib import pipeline, results, summary, uploads
+from tumorlib.about import about
 from tumorlib.batch import (
     BatchLimits,
     ResultStore,
@@ -60,7 +63,7 @@ EXAMPLES_DIR = ROOT / "examples"
 BATCH_LIMITS = BatchLimits(max_files=100, max_total_bytes=256 * 2**20)
 #: Gradio's own upload limit, above the decoder's per-file limit so the decoder's clearer message wins.
 MAX_UPLOAD = "200mb"
-#: How long Gradio's cached uploads and our result CSVs are kept (seconds); the notice promises twice this.
+#: How long uploads, overlays and result CSVs are kept (seconds); the notice promises twice this.
 CACHE_SECONDS = 900
 #: Requests served at once per model; more wait in a queue of QUEUE_SIZE.
 CONCURRENCY = 2
@@ -73,9 +76,14 @@ TITLE = "Brain tumour MRI classifier"
 NOTICE = (
     "**Research demo: not a medical device, not for diagnosis.** It classifies a single 2-D MRI slice into "
     "one of a few tumour types it was trained on and can be confidently wrong. Never use it to make or "
-    "rule out a diagnosis; talk to a doctor. **Uploads are not stored:** images are processed in memory, "
-    "never logged or used for training, and Gradio's temporary copy is deleted within "
-    f"{2 * CACHE_SECONDS // 60} minutes."
+    "rule out a diagnosis; talk to a doctor. **Uploads are not stored:** each upload, its heatmap and any "
+    "batch CSV sit only in this server's temporary folder while they are used, are never logged or used "
+    f"for training, and are deleted within {2 * CACHE_SECONDS // 60} minutes (after a crash, when the app "
+    "restarts)."
+)
+ONLY_UPLOADS = (
+    "Only uploaded files are accepted: send the file itself (gradio_client's handle_file uploads it), "
+    "not the path or name of a file on the server."
 )
 UNEXPECTED_MESSAGE = (
     "Something went wrong while processing this file. The error has been logged on the server; "
@@ -186,7 +194,12 @@ class DemoService:
         if heatmap.explanation is not None:
             overlay = to_display(heatmap.explanation.overlay(float(opacity)))
             explanations[TUMOUR_MAP if heatmap.kind == "map" else analysis.top] = heatmap.explanation
-        state = {"model": analysis.model, "analysis": analysis, "explanations": explanations}
+        # Redraws need the working copy only: the session keeps no full-size decoded image.
+        state = {
+            "model": analysis.model,
+            "analysis": replace(analysis, image=analysis.working),
+            "explanations": explanations,
+        }
         choices = [(summary.pretty(label), label) for label in analysis.labels]
         if TUMOUR_MAP in explanations:  # a map that failed is not offered: the note says why
             info = (
@@ -322,50 +335,7 @@ def _examples() -> list[tuple[str, str]]:
     return [(path, caption) for _, _, path, caption in sorted(items)]
 
 
-def api_snippet(url: str = "http://127.0.0.1:7860/") -> str:
-    return (
-        "```python\n"
-        "from gradio_client import Client, handle_file\n\n"
-        f'client = Client("{url}")  # or the Space id, e.g. "owner/space-name"\n'
-        'label, overlay, summary = client.predict(handle_file("slice.png"), api_name="/predict")\n'
-        'print(label["label"])  # the predicted class\n'
-        'print({c["label"]: c["confidence"] for c in label["confidences"]})  # every class\n'
-        "```"
-    )
-
-
-ABOUT = f"""
-### How it works
-1. Your file is decoded by `tumorlib` itself ({SUPPORTED_FORMATS}; 16-bit PNG and DICOM keep their full
-   range), never through an 8-bit browser copy.
-2. A check judges whether the image looks like a brain MRI slice at all; if not, no class is given.
-3. A convolutional network fine-tuned on public brain MRI slices gives a probability for each class.
-   The probabilities are calibrated (temperature scaling on held-out data), so 80% means the model is right
-   about 80% of the time on data like its test set, not on your scanner.
-4. A heatmap over your image, one of two kinds (the summary says which is shown, and what it was measured
-   to do on held-out patients of the model's own evaluation):
-   - **Grad-CAM** of a class shows which regions pushed the network towards that class. It shows where the
-     network looked, not where a tumour is: checked against tumour masks, its peak often misses the tumour.
-   - The **tumour map**, for models that have one, is drawn by a small head trained on tumour masks, and
-     checked against the masks of patients it never saw. It is shown by default because it is the one
-     measured to find tumours; it estimates where a tumour is likely, not why a class was chosen, and it is
-     not a segmentation for clinical use.
-
-### Limits
-Single 2-D slices only; a closed set of classes (anything else still gets one of them); trained and
-evaluated on public data from a few hospitals. See the Model tab for the figures and the model card.
-
-### Privacy
-Uploads are not stored: they are processed in memory, not logged, not used for training, and Gradio's
-temporary copies are deleted within {2 * CACHE_SECONDS // 60} minutes. There is no flagging.
-
-### Use it from Python
-{api_snippet()}
-
-Errors (an unreadable file, an image that is not a brain MRI) raise an exception in the client with
-the reason, never a label. `/batch` takes a list of files (images or zips) and a model name and returns
-the results table and a CSV.
-"""
+ABOUT = about(2 * CACHE_SECONDS // 60)
 
 
 def upload_box(**kwargs: Any) -> gr.File:
@@ -386,6 +356,25 @@ def upload_box(**kwargs: Any) -> gr.File:
     return box
 
 
+def only_uploads(demo: gr.Blocks) -> None:
+    """Say why a request that names a path instead of uploading a file is refused.
+
+    Gradio refuses such a path (or a string where a file goes) itself, before any handler runs, and
+    without ``show_error`` its client is told nothing (``{"error": null}``).
+    """
+    gradio_own = demo.preprocess_data
+
+    async def preprocess_data(block_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await gradio_own(block_fn, *args, **kwargs)
+        except ValueError:  # InvalidPathError, or pydantic's ValidationError for a string where a file goes
+            if not any(isinstance(block, gr.File) for block in block_fn.inputs):
+                raise
+            raise gr.Error(ONLY_UPLOADS, print_exception=False) from None
+
+    demo.preprocess_data = preprocess_data
+
+
 def build_demo(
     model_dirs: Sequence[str | os.PathLike] | None = None,
     *,
@@ -399,6 +388,10 @@ def build_demo(
     queue configured; start it with :func:`launch`.
     """
     limit_heap_growth()
+    # Gradio reads GRADIO_TEMP_DIR as each component and the server are made: pointed at this process's own
+    # area, uploads and outputs land where a sweep finds them, and where the next start looks after a crash.
+    area = uploads.claim(CACHE_SECONDS)
+    os.environ["GRADIO_TEMP_DIR"] = str(area.path)
     if service is None:
         specs = specs_from(model_dirs) if model_dirs is not None else discover_models()
         service = DemoService(specs, check=check, optimise=preload)
@@ -566,6 +559,8 @@ def build_demo(
             concurrency_limit=1,
         )
         demo.load(service.model_tab, inputs=model_dd, outputs=model_outputs, api_visibility="private", queue=False)
+    area.keep(lambda: {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", ())})  # gallery
+    only_uploads(demo)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 

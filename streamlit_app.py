@@ -359,6 +359,13 @@ def section_roc_calibration(view: View) -> None:
     with right:
         chart(figures.reliability_figure(metrics), "reliability")
     st.caption(dashboard.calibration_caption(metrics))
+    if results.conformal(metrics):  # the prediction sets, where the run measured them
+        left, right = st.columns(2)
+        with left:
+            chart(figures.coverage_figure(metrics), "coverage")
+        with right:
+            chart(figures.set_size_figure(metrics), "set_size")
+        st.caption(dashboard.conformal_caption(metrics))
     no_tumour_caveat(metrics)
 
 

@@ -1,22 +1,27 @@
 """A local stand-in for the Hugging Face Hub, for round-trip tests without the internet.
 
-It speaks the part of the Hub's HTTP API that ``huggingface_hub`` 2.x uses to create a model repo,
-commit files (regular files inline, LFS files through the basic LFS transfer) and download them again
-(``hf_hub_download``, ``snapshot_download``, timm's ``hf-hub:`` loader):
+It speaks the part of the Hub's HTTP API that ``huggingface_hub`` 2.x uses to create a model or Space
+repo, commit files (regular files inline, LFS files through the basic LFS transfer) and download them
+again (``hf_hub_download``, ``snapshot_download``, timm's ``hf-hub:`` loader). ``{type}`` is ``models``
+or ``spaces``, ``{prefix}`` is empty for a model and ``spaces/`` for a Space, as on the Hub:
 
 - ``GET  /api/whoami-v2``
-- ``POST /api/repos/create``
+- ``GET  /api/agent-harnesses`` (the registry huggingface_hub's user-agent header reads; empty here)
+- ``POST /api/repos/create`` (``"type": "space"`` needs an ``sdk``)
 - ``POST /api/validate-yaml``
-- ``POST /api/models/{repo}/preupload/{rev}``
-- ``POST /{repo}.git/info/lfs/objects/batch``, ``PUT`` to the returned (pre-signed) href, and
-  ``POST /{repo}.git/info/lfs/objects/verify``
-- ``POST /api/models/{repo}/commit/{rev}`` (NDJSON: header, file, lfsFile, deletedFile, deletedFolder)
-- ``POST /api/models/{repo}/branch/{branch}``
-- ``GET  /api/models/{repo}`` and ``/api/models/{repo}/revision/{rev}`` (``sha``, ``siblings``, card data)
-- ``GET  /api/models/{repo}/tree/{rev}[/{path}]`` and ``POST /api/models/{repo}/paths-info/{rev}``
-- ``GET|HEAD /{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag``, ``X-Linked-Etag``,
+- ``POST /api/{type}/{repo}/preupload/{rev}``
+- ``POST /{prefix}{repo}.git/info/lfs/objects/batch``, ``PUT`` to the returned (pre-signed) href, and
+  ``POST /{prefix}{repo}.git/info/lfs/objects/verify``
+- ``POST /api/{type}/{repo}/commit/{rev}`` (NDJSON: header, file, lfsFile, deletedFile, deletedFolder)
+- ``POST /api/{type}/{repo}/branch/{branch}``
+- ``GET  /api/{type}/{repo}`` and ``/api/{type}/{repo}/revision/{rev}`` (``sha``, ``siblings``, card data)
+- ``GET  /api/{type}/{repo}/tree/{rev}[/{path}]`` and ``POST /api/{type}/{repo}/paths-info/{rev}``
+- ``GET|HEAD /{prefix}{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag``, ``X-Linked-Etag``,
   ``X-Linked-Size``, ``Content-Length``; 404s carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound,
   EntryNotFound) as the Hub does.
+
+Repos are kept under the path of their page, :attr:`FakeHub.repos` ``["owner/model"]`` and
+``["spaces/owner/space"]``, so the URLs the server hands out (repo, commit, LFS verify) are the Hub's.
 
 Writes need ``Authorization: Bearer <token>``; reads of public repos do not. Every request (method, path,
 headers, body) is recorded so tests can check what left the client. Content is stored by SHA-256 under
@@ -41,6 +46,8 @@ import yaml
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".h5", ".onnx", ".msgpack", ".npz", ".zip")
 LFS_MIN_SIZE = 10 * 1024 * 1024  # larger files go to LFS whatever their name, as on the Hub
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
+SPACES = "spaces/"
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES).encode()
 
 
@@ -77,8 +84,9 @@ class Commit:
 
 @dataclass
 class Repo:
-    repo_id: str
+    repo_id: str  # the page's path: "owner/name" for a model, "spaces/owner/name" for a Space
     private: bool
+    sdk: str | None = None  # a Space's, as created
     branches: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
 
@@ -173,6 +181,17 @@ class FakeHub:
             self.repos[repo_id] = repo
         return commit.oid
 
+    def commit_files(self, repo_id: str, files: dict[str, bytes], summary: str = "edit on the Hub") -> str:
+        """Commit ``files`` on top of ``main`` of an existing repo (as an edit in the Hub's web page would);
+        returns the commit id."""
+        with self._lock:
+            repo = self.repos[repo_id]
+            head = self.commit(repo, "main")
+            entries = dict(head.files) | {path: self._entry(data) for path, data in files.items()}
+            commit = self._new_commit(repo, head.oid, summary, entries)
+            repo.branches["main"] = commit.oid
+        return commit.oid
+
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         """The content of every file of a repo at a revision."""
         commit = self.repos[repo_id].resolve(revision)
@@ -228,7 +247,7 @@ class FakeHub:
         repo = self.repos.get(repo_id)
         if repo is None or (repo.private and not self.authenticated(headers)):
             raise HubError(404 if repo is None else 401, "Repository not found", "RepoNotFound")
-        if write and repo_id.split("/")[0] != self.user:
+        if write and repo_id.removeprefix(SPACES).split("/")[0] != self.user:
             raise HubError(403, "You don't have the rights to write to this repository")
         return repo
 
@@ -253,18 +272,22 @@ class FakeHub:
 
     def create_repo(self, headers: dict[str, str], payload: dict) -> tuple[int, dict]:
         self.require_auth(headers)
-        if payload.get("type") not in (None, "model"):
-            raise HubError(400, "this test server only hosts model repos")
+        kind = payload.get("type") or "model"
+        if kind not in ("model", "space"):
+            raise HubError(400, "this test server only hosts model and Space repos")
+        if kind == "space" and payload.get("sdk") not in SPACE_SDKS:
+            raise HubError(400, f"a Space needs an sdk, one of {', '.join(SPACE_SDKS)}")
         namespace = payload.get("organization") or self.user
-        repo_id = f"{namespace}/{payload['name']}"
+        repo_id = f"{SPACES if kind == 'space' else ''}{namespace}/{payload['name']}"
         url = f"{self.base_url}/{repo_id}"
         if namespace != self.user:
-            raise HubError(403, f"You don't have the rights to create a model under the namespace {namespace}")
+            raise HubError(403, f"You don't have the rights to create a {kind} under the namespace {namespace}")
         with self._lock:
             if repo_id in self.repos:
                 # huggingface_hub reads the url from this answer when exist_ok=True.
-                raise HubError(409, "You already created this model repo", body={"url": url})
-            repo = Repo(repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private")))
+                raise HubError(409, f"You already created this {kind} repo", body={"url": url})
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            repo = Repo(repo_id, private=private, sdk=payload.get("sdk") if kind == "space" else None)
             first = self._new_commit(repo, None, "initial commit", {".gitattributes": self._entry(GITATTRIBUTES)})
             repo.branches["main"] = first.oid
             self.repos[repo_id] = repo
@@ -398,11 +421,13 @@ class FakeHub:
             text = self._read(commit.files["README.md"].sha256).decode("utf-8", "replace")
             if text.startswith("---") and text.count("---") >= 2:
                 card = yaml.safe_load(text.split("---", 2)[1]) or {}
+        name = repo_id.removeprefix(SPACES)
+        extra = {"modelId": name} if name == repo_id else {"sdk": card.get("sdk") or repo.sdk, "runtime": None}
         return {
             "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
-            "id": repo_id,
-            "modelId": repo_id,
-            "author": repo_id.split("/")[0],
+            "id": name,
+            **extra,
+            "author": name.split("/")[0],
             "sha": commit.oid,
             "lastModified": commit.date,
             "createdAt": repo.commits[repo.branches["main"]].date,
@@ -554,6 +579,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         if method == "GET" and path == "/api/whoami-v2":
             return 200, hub.whoami(headers), {}
+        if method == "GET" and path == "/api/agent-harnesses":
+            return 200, {"standardEnvVars": [], "harnesses": {}}, {}
         if method == "POST" and path == "/api/repos/create":
             status, out = hub.create_repo(headers, payload())
             return status, out, {}
@@ -563,8 +590,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "PUT" and segments[0] == "_lfs-storage" and len(segments) == 2:
             hub.lfs_put(segments[1], query, body)
             return 200, b"", {"ETag": f'"{segments[1]}"'}
-        if segments[:2] == ["api", "models"] and len(segments) >= 4:
-            repo_id = f"{segments[2]}/{segments[3]}"
+        if segments[0] == "api" and segments[1:2] in (["models"], ["spaces"]) and len(segments) >= 4:
+            prefix = SPACES if segments[1] == "spaces" else ""
+            repo_id = f"{prefix}{segments[2]}/{segments[3]}"
             action, rest = (segments[4], segments[5:]) if len(segments) > 4 else (None, [])
             if method == "GET" and action is None:
                 return 200, hub.model_info(repo_id, "main", headers, query), {}
@@ -581,14 +609,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, hub.create_commit(repo_id, rest[0], headers, query, body), {}
             if method == "POST" and action == "branch" and len(rest) == 1:
                 return 200, hub.create_branch(repo_id, rest[0], headers, payload()), {}
+        # A Space's git and file URLs carry the spaces/ prefix; a model's have none.
+        prefix, segments = (SPACES, segments[1:]) if segments[0] == "spaces" else ("", segments)
         if len(segments) == 6 and segments[1].endswith(".git") and segments[2:5] == ["info", "lfs", "objects"]:
-            repo_id = f"{segments[0]}/{segments[1].removesuffix('.git')}"
+            repo_id = f"{prefix}{segments[0]}/{segments[1].removesuffix('.git')}"
             if method == "POST" and segments[5] == "batch":
                 return 200, hub.lfs_batch(repo_id, headers, payload()), {"Content-Type": "application/vnd.git-lfs+json"}
             if method == "POST" and segments[5] == "verify":
                 return 200, hub.lfs_verify(repo_id, headers, payload()), {}
         if method in ("GET", "HEAD") and len(segments) >= 5 and segments[2] == "resolve":
-            repo_id = f"{segments[0]}/{segments[1]}"
+            repo_id = f"{prefix}{segments[0]}/{segments[1]}"
             data, extra = hub.resolve(repo_id, segments[3], "/".join(segments[4:]), headers)
             return 200, data, extra
         with hub._lock:

@@ -396,7 +396,7 @@ def test_batch_mixes_good_and_bad_files(trusted, sample_paths, bad_files, tmp_pa
         "more.zip/scans/broken.jpg",
         "white.png",
     ]
-    assert list(frame.columns) == ["file", "prediction", "confidence", *(f"p_{c}" for c in LABELS3), "note"]
+    assert list(frame.columns) == ["file", "prediction", "confidence", *(f"p_{c}" for c in LABELS3), "set_95", "note"]
     good = frame[frame["prediction"] != ""]
     assert list(good["file"]) == [sample_paths[0].name, "more.zip/scans/a.jpg"]
     assert set(good["prediction"]) <= set(LABELS3)
@@ -857,3 +857,25 @@ def test_page_events_with_a_tumour_map(localised, monkeypatch):
     assert "Heatmap" in labels and not any("Grad-CAM" in str(label) for label in labels)
     predict = next(dep for dep in demo.config["dependencies"] if dep.get("api_name") == "predict")
     assert "heatmap overlay" in predict["api_description"] and "Grad-CAM" not in predict["api_description"]
+
+
+def test_predict_answer_and_batch_carry_the_prediction_set(tiny_bundle, tmp_path, monkeypatch):
+    """/predict's summary names the 95% set of a model with conformal thresholds; /batch's table has it too."""
+    from tumorlib import conformal
+    from tumorlib.bundle import update_config
+
+    fake_explain(monkeypatch)
+    folder = tmp_path / "with-sets"
+    shutil.copytree(tiny_bundle, folder)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(len(LABELS3)), size=600)
+    y = np.array([rng.choice(len(LABELS3), p=p) for p in probs])
+    update_config(folder, conformal=conformal.fit(probs, y, LABELS3))
+    service = app.DemoService(app.specs_from([folder]), check=False)
+    probabilities, _, summary = service.predict(str(GLIOMA))
+    _, clf = service.registry.get(None)
+    chosen = clf.conformal.sets([probabilities[label] for label in clf.labels])[0.95]
+    assert "**95% prediction set:" in summary and all(label.replace("_", " ") in summary for label in chosen)
+    assert "the true class is in this set 95% of the time" in summary
+    frame = service.run_batch([str(GLIOMA)])
+    assert frame["set_95"].tolist() == ["|".join(chosen)]

@@ -110,3 +110,16 @@ def test_gallery_filter_and_overlay_paths(tmp_path):
     assert dashboard.overlay_path(tmp_path, "a.png") == (tmp_path / "a.png").resolve()
     assert dashboard.overlay_path(tmp_path, "../c.png") is None  # outside the explanations folder
     assert dashboard.overlay_path(tmp_path, "missing.png") is None
+
+
+def test_prediction_set_charts_and_caption_only_where_measured():
+    root = Path(__file__).resolve().parent.parent
+    stored = json.loads((root / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+    charts = dashboard.run_figures(stored, None)
+    assert {"Prediction-set coverage", "Prediction-set size"} <= set(charts)
+    assert charts["Prediction-set coverage"]().data
+    caption = dashboard.conformal_caption(stored)
+    assert "Cross-fitted" in caption and caption.endswith("classes on average.")
+    without = {k: v for k, v in stored.items() if k != "conformal"}
+    assert "Prediction-set coverage" not in dashboard.run_figures(without, None)
+    assert dashboard.conformal_caption(without) == ""

@@ -147,3 +147,25 @@ def test_comparison_figure_one_trace_per_run(metrics):
     assert "a &lt;b&gt;" in fig.data[0].text[0]
     assert fig.data[0].marker.color != fig.data[1].marker.color
     assert len(figures.comparison_figure({}).data) == 0
+
+
+def test_prediction_set_figures_from_the_stored_levels():
+    import json
+
+    from .conftest import ROOT
+
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text())
+    coverage = figures.coverage_figure(stored)
+    names = [trace.name for trace in coverage.data]
+    assert names[:2] == ["All classes, per-class thresholds", "All classes, one threshold"]
+    assert list(coverage.data[0].x) == [0.9, 0.95, 0.99]
+    assert list(coverage.data[0].y) == [e["mondrian"]["coverage"] for e in stored["conformal"]]
+    assert list(coverage.data[1].y) == [e["coverage"] for e in stored["conformal"]]
+    hidden = [t for t in coverage.data if t.name.endswith("one threshold") and t.name != "All classes, one threshold"]
+    assert len(hidden) == 4 and all(t.visible == "legendonly" for t in hidden)
+    sizes = figures.set_size_figure(stored)
+    assert [t.name for t in sizes.data] == ["90% sets", "95% sets", "99% sets"]
+    entry = stored["conformal"][1]["mondrian"]
+    assert list(sizes.data[1].y) == [entry["mean_set_size"], *entry["per_class_set_size"].values()]
+    for empty in (figures.coverage_figure({}), figures.set_size_figure({"labels": LABELS})):
+        assert not empty.data and "No prediction sets" in empty.layout.annotations[0].text

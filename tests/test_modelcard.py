@@ -282,3 +282,25 @@ def test_reproduce_section_follows_the_recorded_run(config4):
     assert "--output-stride" not in section
     dilated = model_card({**cfg, "tumorlib": {"training": {**training, "output_stride": 16}}}, None)
     assert "--mask-loss 0.5 --output-stride 16 --data d/figshare" in dilated
+
+
+def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(config4):
+    from .conftest import ROOT
+
+    shipped = json.loads((ROOT / "models" / "default" / "metrics.json").read_text())
+    stored = json.loads((ROOT / "models" / "default" / "config.json").read_text())["tumorlib"]["conformal"]
+    metrics = {**fake_metrics(LABELS4), "conformal": shipped["conformal"]}
+    with_sets = json.loads(json.dumps(config4))
+    with_sets["tumorlib"]["conformal"] = stored
+    card = model_card(with_sets, metrics)
+    section = card.split("## Prediction sets\n", 1)[1].split("\n## ", 1)[0]
+    assert "(90%, 95%, 99%)" in section and "never empty" in section and "cross-fitted" in section
+    assert stored["fitted_on"] in section
+    entry = shipped["conformal"][1]
+    row = f"| 95% | per class (as returned) | {entry['mondrian']['coverage'] * 100:.1f}% | " + " | ".join(
+        f"{entry['mondrian']['per_class_coverage'][c] * 100:.1f}%" for c in LABELS4
+    )
+    assert row in section and f"| 95% | one for all classes | {entry['coverage'] * 100:.1f}% |" in section
+    # Figures without thresholds: the card says no sets are returned; neither: no section at all.
+    assert "carries no conformal thresholds" in model_card(config4, metrics)
+    assert "## Prediction sets" not in model_card(config4, fake_metrics(LABELS4))

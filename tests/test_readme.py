@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
+from train.ablate import BLOCK as ABLATION_BLOCK
 from train.tables import BLOCK, get_args_parser, main, render, update
 
 from .conftest import ROOT, numbers_of
@@ -157,7 +158,8 @@ def test_the_ablations_table_is_the_csv():
     with (ROOT / "results" / "ablations.csv").open(newline="") as f:
         rows = [_ablation_row(r) for r in csv.DictReader(f)]
     assert rows
-    table = [line for line in _section(PAGES["docs/results.md"], "Ablations").splitlines() if line.startswith("| `")]
+    section = ABLATION_BLOCK.sub("", _section(PAGES["docs/results.md"], "Ablations"))  # the paired table is its own
+    table = [line for line in section.splitlines() if line.startswith("| `")]
     assert table == rows
 
 
@@ -165,3 +167,15 @@ def test_the_ablations_table_is_the_csv():
 def test_the_speed_tables_are_the_benchmark_files(name):
     table = (ROOT / "results" / name).read_text().strip()
     assert table in PAGES["docs/benchmarks.md"], f"copy results/{name} into docs/benchmarks.md"
+
+
+def test_conformal_tables_from_the_command_line(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert main(get_args_parser().parse_args(["--conformal", "ResNet-50=models/default"])) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| model | level | thresholds | coverage | glioma | meningioma |")
+    assert "| 1 - p (used) |" in out and "thresholds cross-fitted" in out
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text())
+    meningioma = stored["conformal"][1]["mondrian"]["per_class_coverage"]["meningioma"]
+    assert f"| ResNet-50 | 95% | per class | {stored['conformal'][1]['mondrian']['coverage'] * 100:.1f}% |" in out
+    assert f"{meningioma * 100:.1f}%" in out

@@ -366,3 +366,50 @@ def test_every_exported_name_resolves_from_its_submodule():
         assert getattr(results, name) is getattr(importlib.import_module(f"tumorlib.results.{module}"), name)
     with pytest.raises(AttributeError, match="no_such_name"):
         results.no_such_name  # noqa: B018
+
+
+def _shipped_metrics() -> dict:
+    from .conftest import ROOT
+
+    return json.loads((ROOT / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+
+
+def test_conformal_entries_in_level_order_with_either_thresholds():
+    stored = _shipped_metrics()
+    marginal, mondrian = results.conformal(stored), results.conformal(stored, mondrian=True)
+    assert [e["level"] for e in marginal] == [e["level"] for e in mondrian] == [0.9, 0.95, 0.99]
+    assert marginal[1]["coverage"] == stored["conformal"][1]["coverage"]
+    assert mondrian[1]["coverage"] == stored["conformal"][1]["mondrian"]["coverage"]
+    assert mondrian[1]["thresholds"] == "cross-fitted" and mondrian[1]["n"] == 3096 and "mondrian" not in marginal[1]
+    assert results.conformal_level(stored, 0.95, mondrian=True) == mondrian[1]
+    assert results.conformal_level(stored, 0.5) == {} and results.conformal({}) == []
+    assert results.conformal_scores(stored)["chosen"] == "1 - p"
+    for bad in ("a list, it is not", [{"coverage": 0.9}], [3]):
+        with pytest.raises(results.ResultsError):
+            results.conformal({"conformal": bad})
+    assert results.format_set_size(1.0656) == "1.07" and results.format_set_size(None) == results.MISSING
+
+
+def test_coverage_sentence_names_where_and_the_weakest_class():
+    stored = _shipped_metrics()
+    entry = results.conformal_level(stored, 0.95, mondrian=True)
+    weakest = min(entry["per_class_coverage"], key=entry["per_class_coverage"].get)
+    sentence = results.coverage_sentence(stored)
+    assert sentence.startswith("Measured on held-out patients, with thresholds fitted without them: the 95% set")
+    assert f"{results.format_pct(entry['coverage'])} of 3,096 slices" in sentence
+    assert f"({weakest}, the lowest class: {results.format_pct(entry['per_class_coverage'][weakest])})" in sentence
+    assert sentence.endswith(f"with {results.format_set_size(entry['mean_set_size'])} classes on average.")
+    assert results.coverage_sentence({}) == "" and results.coverage_sentence(stored, 0.5) == ""
+
+
+def test_model_facts_name_the_prediction_sets_only_when_the_bundle_has_them():
+    from .conftest import ROOT
+
+    config = json.loads((ROOT / "models" / "default" / "config.json").read_text(encoding="utf-8"))
+    facts = model_facts("default", "models/default", config, {}, _shipped_metrics())
+    coverage = results.format_pct(results.conformal_level(_shipped_metrics(), 0.95, mondrian=True)["coverage"])
+    assert (
+        "| Prediction sets | 90%, 95%, 99%, a threshold per class, fitted on 3096 out-of-fold slices; "
+        f"the 95% set holds the true class on {coverage} (measured) |" in facts
+    )
+    assert "Prediction sets" not in model_facts("default", "models/default", _config(), {}, None)

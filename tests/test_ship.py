@@ -115,3 +115,27 @@ def test_ship_says_what_is_missing(run, tmp_path, capsys):
     assert ship_cli([str(run), str(tmp_path / "m")]) == 2
     assert "give --data and --val-fraction" in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+
+
+def test_ship_cv_fits_prediction_sets_for_a_run_pooled_without_them(cv_run, tmp_path):
+    """A run the trainer pooled before it measured prediction sets: shipping measures and fits them."""
+    import shutil
+
+    from train.conformal import run_thresholds
+
+    old = tmp_path / "old"
+    shutil.copytree(cv_run, old)
+    for name in ("config.json", "metrics.json"):
+        stored = json.loads((old / name).read_text())
+        for key in ("conformal", "conformal_scores"):
+            stored.pop(key, None)
+            (stored.get("tumorlib") or {}).pop(key, None)
+        (old / name).write_text(json.dumps(stored))
+    to = tmp_path / "models" / "old"
+    assert ship_cli([str(old), str(to)]) == 0
+    bundle = load_bundle(to)
+    assert bundle.section["conformal"] == run_thresholds(old, bundle.temperature)
+    metrics = json.loads((to / "metrics.json").read_text())
+    assert {e["thresholds"] for e in metrics["conformal"]} == {"cross-fitted"}
+    assert metrics["conformal"] == json.loads((cv_run / "metrics.json").read_text())["conformal"]
+    assert "## Prediction sets" in (to / "README.md").read_text()

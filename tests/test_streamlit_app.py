@@ -457,3 +457,16 @@ def test_import_has_no_side_effects():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "calls 0"
     assert "WARNING" not in result.stderr and "ScriptRunContext" not in result.stderr
+
+
+def test_roc_and_calibration_plots_the_prediction_sets_where_measured(app, tmp_path):
+    root = tmp_path / "results"
+    (root / "r50-4c-cv").mkdir(parents=True)
+    shutil.copy2(ROOT / "results" / "r50-4c-cv" / "metrics.json", root / "r50-4c-cv" / "metrics.json")
+    at = _show(app(root).run(), "ROC and calibration")
+    metrics = _metrics("r50-4c-cv", root)
+    _, _, coverage, sizes = _specs(at)
+    assert _title(coverage) == "Prediction sets: coverage against the level"
+    assert _array(coverage["data"][0]["y"]) == pytest.approx([e["mondrian"]["coverage"] for e in metrics["conformal"]])
+    assert [trace["name"] for trace in sizes["data"]] == ["90% sets", "95% sets", "99% sets"]
+    assert "Cross-fitted" in _texts(at.caption)

@@ -545,3 +545,23 @@ def test_fine_tuning_flags_are_checked():
     for bad in (["--finetune-size", "96"], ["--finetune-epochs", "2"], ["--model-ema", "1.0"]):
         with pytest.raises(SystemExit):
             parse_args(["--data", "x", *bad])
+
+
+def test_cv_pools_cross_fitted_prediction_sets_and_ships_their_thresholds(cv_run):
+    from train.conformal import conformal_metrics, read_run
+    from tumorlib import conformal
+    from tumorlib.calibration import softmax
+
+    metrics = json.loads((cv_run / "metrics.json").read_text())
+    labels, logits, y, folds = read_run(cv_run)
+    fresh = json.loads(json.dumps(conformal_metrics(logits, y, folds, labels)))
+    assert metrics["conformal"] == fresh["conformal"] and metrics["conformal_scores"] == fresh["conformal_scores"]
+    assert {e["thresholds"] for e in metrics["conformal"]} == {"cross-fitted"}
+    # The --final bundle carries thresholds fitted on the same out-of-fold slices as its temperature.
+    bundle = load_bundle(cv_run)
+    stored = bundle.section["conformal"]
+    expected = conformal.fit(softmax(logits, bundle.temperature), y, labels)
+    assert {k: v for k, v in stored.items() if k not in ("fitted_on", "temperature")} == expected
+    prediction = Classifier(bundle, device="cpu", variant="fp32").predict(FIGSHARE / "images" / "2384.jpg", check=False)
+    assert set(prediction.sets) == set(conformal.LEVELS) and prediction.label in prediction.sets[0.9]
+    assert "## Prediction sets" in (cv_run / "README.md").read_text()

@@ -101,7 +101,7 @@ def recipe_change(config: Mapping, base: Mapping) -> str:
     skip = {"name", "fold", "folds", "final", "resume", "output", "no_progress", "data", "config", "_environment"}
     flags = []
     for key, value in config.items():
-        if key in skip or base.get(key) == value:
+        if key in skip or base.get(key) == value or (key not in base and not value):
             continue
         flag = "--" + key.replace("_", "-")
         flags.append(flag if value is True else f"{flag} {value}")

@@ -24,6 +24,7 @@ from tumorlib.transforms import create_transform
 
 from .checkpoint import CheckpointError, load_model_state
 from .config import architecture_args, data_config
+from .conformal import conformal_metrics, run_thresholds
 from .engine import evaluate, fit, recalibrate_bn
 from .evaluate import cam_report, localiser_report, tumour_free
 from .gate import fit_bundle_gate
@@ -80,8 +81,10 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     extra = {"training": recipe, "split": f"{args.folds}-fold cross-validation grouped by patient (seed {args.seed})"}
     if args.final:
         out = fit(records, [], labels, args, run_dir / "final", accelerator, "final")
+        # The prediction sets' thresholds come from the same out-of-fold slices as the temperature.
+        shipped = {**extra, "conformal": run_thresholds(run_dir, temperature)}
         export_bundle(
-            out["model"], run_dir, labels, args, records, temperature, extra, out["mask_head"], out["mask_stage"]
+            out["model"], run_dir, labels, args, records, temperature, shipped, out["mask_head"], out["mask_stage"]
         )
         fit_bundle_gate(run_dir, records, None)
         write_model_card(run_dir, metrics, extra)
@@ -194,7 +197,8 @@ def add_fold_checks(
 
 
 def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, dict]:
-    """Pool out-of-fold predictions: pooled metrics, per-fold metrics, mean ± std, and the temperature."""
+    """Pool out-of-fold predictions: pooled metrics, per-fold metrics, mean ± std, the temperature, and the
+    conformal prediction sets' cross-fitted coverage (each fold's sets from thresholds fitted on the others)."""
     preds = [read_predictions(run_dir / f"fold{f}" / "predictions.csv", labels) for f in range(k)]
     logits = np.concatenate([p["logits"] for p in preds])
     y = np.concatenate([p["y"] for p in preds])
@@ -244,6 +248,7 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
         "method": "temperature scaling, cross-fitted across folds",
         "fold_temperatures": fold_temps,
     }
+    pooled.update(conformal_metrics(logits, y, fold_of, labels))
     save_json(pooled, run_dir / "metrics.json")
     recs = [
         Record(id=i, label=labels[t], group=g, path=Path(p)) for i, p, t, g in zip(ids, paths, y, groups, strict=True)

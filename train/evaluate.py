@@ -4,7 +4,8 @@
 
 Without ``--model`` it evaluates the bundled model (``models/default``). The model runs through
 :class:`tumorlib.Classifier` (the apps' decoder, transform, precision and temperature), so these
-numbers describe what a user gets.
+numbers describe what a user gets. For a bundle with conformal thresholds, the ``conformal`` section
+measures its prediction sets' coverage with those thresholds (``"thresholds": "bundle"``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tumorlib import explain, localise, pipeline
+from tumorlib import conformal, explain, localise, pipeline
 from tumorlib import metrics as M
 from tumorlib.calibration import softmax
 from tumorlib.data import read_datasets
@@ -226,6 +227,9 @@ def main(args: argparse.Namespace) -> dict:
         n_bootstrap=args.bootstrap,
     )
     preds = out["logits"].argmax(1)
+    if clf.conformal is not None and len(records):
+        # The bundle's own thresholds: an honest coverage on data they were not fitted on (an external set).
+        metrics["conformal"] = conformal.evaluate(probs, out["labels"], clf.conformal, "bundle")
     if has_gate(clf):
         if out["checked"].all():
             metrics["gate"] = gate_report(out["refused"])

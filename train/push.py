@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx2
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+# The HTTP client huggingface_hub uses and re-raises transport failures of, as it exports it for
+# downstream code (httpx2 in huggingface_hub 2.x): never a package of its own to pin beside the Hub's.
+from huggingface_hub.utils import httpx as hub_http
 
 from tumorlib.fileio import sha256_file
 
@@ -60,14 +63,15 @@ class Upload:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Push a tumorlib model bundle to the Hugging Face Hub.", add_help=add_help)
     p.add_argument("model_dir", type=Path, help="bundle folder (model.safetensors + config.json)")
-    p.add_argument("repo_id", type=_repo_id, help="Hub model repo, namespace/name (created if missing)")
+    p.add_argument("repo_id", type=repo_id_arg, help="Hub model repo, namespace/name (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repo as private (ignored if it exists)")
     p.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
     p.add_argument("--commit-message", default=None, help="commit summary (default: 'Upload <arch> model bundle')")
     return p
 
 
-def _repo_id(text: str) -> str:
+def repo_id_arg(text: str) -> str:
+    """argparse type: a Hub repo id ``namespace/name``."""
     if not _REPO_ID.match(text) or "--" in text or ".." in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not a Hub repo id of the form namespace/name")
     return text
@@ -187,8 +191,8 @@ def check_token(api: HfApi) -> str:
         raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login` with a token that has write access.")
     try:
         return str(api.whoami()["name"])
-    except Exception as err:  # noqa: BLE001 - see _hub_error
-        raise _hub_error(err, "check the Hugging Face token", api, "") from None
+    except Exception as err:  # noqa: BLE001 - see hub_error
+        raise hub_error(err, "check the Hugging Face token", api, "") from None
 
 
 def push(
@@ -218,19 +222,19 @@ def push(
             commit_message=message or f"Upload {upload.architecture} model bundle",
             revision=revision,
         )
-    except Exception as err:  # noqa: BLE001 - see _hub_error
-        raise _hub_error(err, step, api, repo_id) from None
+    except Exception as err:  # noqa: BLE001 - see hub_error
+        raise hub_error(err, step, api, repo_id) from None
     url = f"{api.endpoint}/{repo_id}"
     return url if not revision or revision == "main" else f"{url}/tree/{quote(revision, safe='')}"
 
 
-def _hub_error(err: Exception, step: str, api: HfApi, repo_id: str) -> HubError:
+def hub_error(err: Exception, step: str, api: HfApi, repo_id: str) -> HubError:
     """One line for the user: what failed, the likely reason, the Hub's own words.
 
     Every failure of a Hub call lands here, whatever its type (HTTP and transport errors, LFS uploads
     wrapped in RuntimeError, a malformed answer): the user needs the reason, not a traceback.
     """
-    if isinstance(err, httpx2.TransportError):
+    if isinstance(err, hub_http.TransportError):
         return HubError(f"could not reach the Hugging Face Hub at {api.endpoint} to {step} ({err}).")
     if not isinstance(err, HfHubHTTPError):
         cause = f" ({_first_line(err.__cause__)})" if err.__cause__ is not None else ""
@@ -239,6 +243,8 @@ def _hub_error(err: Exception, step: str, api: HfApi, repo_id: str) -> HubError:
     status = err.response.status_code if err.response is not None else None
     if status == 401 and not isinstance(err, RepositoryNotFoundError):
         hint = "the token was rejected; check HF_TOKEN or run `hf auth login` again"
+    elif status == 402:
+        hint = "the Hub asks for a paid plan to create this repo (a Gradio or Docker Space on free hardware needs PRO)"
     elif status == 403:
         hint = f"the token may not write to {repo_id} (it needs write access to that namespace)"
     elif isinstance(err, RepositoryNotFoundError):
@@ -279,5 +285,9 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return main(get_args_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(cli())

@@ -8,9 +8,10 @@
 A single-split run (``--val-fraction``): its bundle is scored by ``train.evaluate`` on the same
 held-out patients it was validated on, and never on patients it trained on. A cross-validation run
 with ``--final``: the bundle was trained on every patient, so its figures are the pooled out-of-fold
-ones (each slice scored by the fold model that never saw its patient) and its temperature was fitted
-on them. The model folder gets the bundle files, ``metrics.json`` (plus the not-an-MRI test and how
-the temperature was fitted) and a model card; ``--results`` writes the dashboard's copy of the
+ones (each slice scored by the fold model that never saw its patient) and its temperature and the
+thresholds of its prediction sets (:mod:`tumorlib.conformal`) were fitted on them. The model folder
+gets the bundle files, ``metrics.json`` (plus the not-an-MRI test and how the temperature was fitted)
+and a model card; ``--results`` writes the dashboard's copy of the
 figures, history, config and per-slice predictions (and each fold's), and works without a model
 folder for a CV run that has no final model. No weights go to ``--results``.
 """
@@ -22,11 +23,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from tumorlib.bundle import update_config
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.modelcard import model_card
 
-from . import evaluate
+from . import conformal, evaluate
 from .nonmri import SETS, refusal_rate
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors", "localiser.safetensors")
@@ -130,9 +132,16 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     metrics["split"] = f"out of fold, {split}: every slice is scored by the fold model that never saw its patient" + (
         ". The shipped weights were then trained on all patients with the same recipe" if to else ""
     )
+    if "conformal" not in metrics and list(run.glob("fold*/predictions.csv")):
+        # A run pooled before the trainer measured prediction sets: measure them from its files now.
+        labels, logits, y, folds = conformal.read_run(run)
+        metrics.update(conformal.conformal_metrics(logits, y, folds, labels))
     if to is None:
         return metrics
     copy_bundle(run, to)
+    if "conformal" not in (config.get("tumorlib") or {}):
+        update_config(to, conformal=conformal.run_thresholds(run, metrics["temperature"]))
+        config = load_json(to / "config.json")
     metrics["model"] = str(to)
     metrics["calibration"] = dict(metrics.get("calibration") or {}) | {
         "temperature": metrics["temperature"],

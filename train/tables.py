@@ -2,12 +2,14 @@
 
     python -m train.tables "MobileNetV2=results/mnv2-3c-cv" "ResNet-50=results/r50-3c-cv"
     python -m train.tables "models/default" "models/mobilenetv2"
+    python -m train.tables --conformal ResNet-50=models/default MobileNetV2=models/mobilenetv2
     python -m train.tables --update README.md     # rewrite every generated block in place
 
 Each source is a run or bundle folder (or its metrics.json), optionally named ``Name=path``. When every
 source is a cross-validation results run the output is the paper's two tables (overall and per class)
 with pooled out-of-fold figures and their spread over folds; otherwise (and for shipped model
-folders) one table of held-out figures with a column per model, the not-an-MRI gate's included. The
+folders) one table of held-out figures with a column per model, the not-an-MRI gate's included;
+``--conformal`` gives the prediction sets' measured coverage and size per level, and the score comparison. The
 README carries the output between ``<!-- python -m train.tables ... -->`` and ``<!-- end tables -->``;
 ``tests/test_readme.py`` regenerates every such block and compares.
 """
@@ -239,6 +241,59 @@ def _gate_cell(gate: Mapping) -> str:
     return f"{format_pct(gate['refused_fraction'])} of {format_count(gate.get('n', 0))}"
 
 
+def conformal_tables(runs: Mapping[str, Mapping]) -> str:
+    """The prediction sets of each run: coverage (overall and by true class), mean size and share of one-class
+    sets per level, with per-class and with one threshold; then the mean set size of each conformal score at
+    equal coverage, the evidence for the score used."""
+    labels = _labels(runs)
+    header = ["model", "level", "thresholds", "coverage", *labels, "mean set size", "one-class sets"]
+    rows = []
+    for name, m in runs.items():
+        for mondrian, how in ((True, "per class"), (False, "one for all")):
+            for entry in results.conformal(m, mondrian):
+                per_class = results.section(entry, "per_class_coverage")
+                rows.append(
+                    [
+                        name,
+                        format_pct(entry["level"], 0),
+                        how,
+                        format_pct(entry.get("coverage")),
+                        *(format_pct(per_class.get(label)) for label in labels),
+                        results.format_set_size(entry.get("mean_set_size")),
+                        format_pct(entry.get("singleton_share")),
+                    ]
+                )
+    lines = [*_table(header, rows), ""]
+    compared = {name: results.conformal_scores(m) for name, m in runs.items()}
+    targets = sorted({r["target"] for c in compared.values() for r in c.get("rows") or []})
+    scores = list(dict.fromkeys(r["score"] for c in compared.values() for r in c.get("rows") or []))
+    if targets and scores:
+        header = ["score", *(f"{name}: mean set size at {format_pct(t, 0)}" for name in runs for t in targets)]
+        rows = []
+        for score in scores:
+            cells = []
+            for c in compared.values():
+                found = {r["target"]: r for r in c.get("rows") or [] if r["score"] == score}
+                # Three decimals: the scores differ by hundredths of a class at 95%.
+                cells += [results.format_set_size((found.get(t) or {}).get("mean_set_size"), 3) for t in targets]
+            rows.append([score + (" (used)" if score == _chosen(compared) else ""), *cells])
+        lines += [*_table(header, rows), ""]
+    for name, m in runs.items():
+        entries = results.conformal(m)
+        if entries:
+            lines.append(
+                f"- {name}: {format_count(entries[0].get('n'))} slices, thresholds {entries[0].get('thresholds')}."
+            )
+    how = next((str(c["how"]) for c in compared.values() if c.get("how")), "")
+    if how and targets:
+        lines.append(f"- Score comparison: mean set size on {how}.")
+    return "\n".join(lines)
+
+
+def _chosen(compared: Mapping[str, Mapping]) -> str:
+    return next((str(c["chosen"]) for c in compared.values() if c.get("chosen")), "")
+
+
 def _is_bundle(source: str) -> bool:
     path = Path(source.rpartition("=")[2])
     return ((path if path.is_dir() else path.parent) / "model.safetensors").is_file()
@@ -246,7 +301,10 @@ def _is_bundle(source: str) -> bool:
 
 def render(sources: Sequence[str]) -> str:
     """The markdown for these sources: CV tables when every one is a cross-validation results run; the
-    models table (with the gate's figures) for shipped bundles, cross-validated or not."""
+    models table (with the gate's figures) for shipped bundles, cross-validated or not; the prediction-set
+    tables when the first argument is ``--conformal``."""
+    if sources and sources[0] == "--conformal":
+        return conformal_tables(dict(load_source(s) for s in sources[1:]))
     runs = dict(load_source(s) for s in sources)
     if all(results.cv_summary(m) for m in runs.values()) and not any(map(_is_bundle, sources)):
         return cv_tables(runs)
@@ -270,6 +328,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("sources", nargs="*", help="run or bundle folders (or metrics.json), optionally Name=path")
     p.add_argument("--update", metavar="FILE", help="rewrite the generated blocks of this markdown file")
+    p.add_argument("--conformal", action="store_true", help="the prediction sets' tables of the sources")
     return p
 
 
@@ -283,7 +342,7 @@ def main(args: argparse.Namespace) -> int:
                 atomic_write_text(path, fresh)
             print(f"{path}: {len(BLOCK.findall(text))} block(s), {'updated' if fresh != text else 'unchanged'}")
         elif args.sources:
-            print(render(args.sources))
+            print(render(["--conformal", *args.sources] if args.conformal else args.sources))
         else:
             print("error: give run or bundle folders, or --update FILE", file=sys.stderr)
             return 2

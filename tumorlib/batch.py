@@ -4,8 +4,9 @@ The apps hand us whatever a visitor uploaded: image files, and zip archives of i
 is checked as a whole from its central directory before a single member is decompressed: how many
 members, their total and individual uncompressed size, their compression ratio (zip bombs), and names
 that try to leave the archive's folder (absolute paths, ``..``, drive letters). A refused archive
-raises :class:`ArchiveError` with a message written for the user. Members are then read one at a time
-into memory, never extracted to disk, each bounded by its checked size.
+raises :class:`ArchiveError` with a message written for the user. Members are then inflated one at a
+time into memory, never extracted to disk, in chunks whose size and compression ratio are checked as
+they stream: an archive whose directory misstates a member's sizes is refused as soon as that shows.
 
 A member that is merely not an image (a text file, a damaged JPEG, a nested zip) is not an archive
 problem: it is handed on like any other file, so the decoder rejects that one file and the rest of the
@@ -16,24 +17,28 @@ the results table (a refusal or an unreadable file fills only its own row). No U
 from __future__ import annotations
 
 import atexit
+import bz2
 import logging
+import lzma
 import math
 import os
 import re
 import shutil
 import stat
+import struct
 import tempfile
 import threading
 import time
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from . import pipeline
-from .decode import MAX_FILE_BYTES, decode_bytes, decode_image
+from . import pipeline, uploads
+from .decode import MAX_FILE_BYTES, decode_bytes, decode_image, describe
 from .errors import ImageError, TumorlibError, user_message
 
 if TYPE_CHECKING:
@@ -198,7 +203,7 @@ def _open_zip(path: Path, label: str) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
-        raise ArchiveError(f"{label} is not a readable zip archive ({err}).") from None
+        raise ArchiveError(f"{label} is not a readable zip archive ({describe(err)}).") from None
 
 
 def check_zip(path: str | os.PathLike, limits: BatchLimits | None = None, *, label: str | None = None) -> int:
@@ -209,18 +214,113 @@ def check_zip(path: str | os.PathLike, limits: BatchLimits | None = None, *, lab
         return len(_members(zf, label, limits or BatchLimits()))
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> bytes:
-    """A member's bytes, at most its checked size; raises ArchiveError for a damaged or encrypted one."""
+def _read_member(raw: BinaryIO, info: zipfile.ZipInfo, label: str, limits: BatchLimits) -> bytes:
+    """A member's bytes, inflated from the archive file ``raw`` in chunks, its size and ratio checked as it goes.
+
+    The directory's sizes were checked before, but they are the archive's own claims: a member whose
+    entry overstates its compressed size passes that check. So the inflated size is held against the
+    compressed bytes actually consumed while streaming, and the read stops (ZipBombError) as soon as it
+    passes ``limits.max_ratio`` times them or the size the entry declares. Raises ArchiveError for a
+    damaged, encrypted or unreadable member.
+    """
+    name = info.filename
     if info.flag_bits & 0x1:
-        raise ArchiveError(f"{label}: {info.filename!r} is encrypted; password-protected archives are not read.")
+        raise ArchiveError(f"{label}: {name!r} is encrypted; password-protected archives are not read.")
     try:
-        with zf.open(info) as member:
-            data = member.read(int(info.file_size) + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as err:
-        raise ArchiveError(f"{label}: {info.filename!r} could not be decompressed ({err}).") from None
-    if len(data) > info.file_size:
-        raise ZipBombError(f"{label}: {info.filename!r} expands beyond the size its header declares.")
-    return data
+        stream = _MemberStream(raw, info)
+        pieces, size, crc = [], 0, 0
+        for piece in stream:
+            size += len(piece)
+            if size > info.file_size:
+                raise ZipBombError(f"{label}: {name!r} expands beyond the size its header declares.")
+            if size > limits.ratio_floor_bytes and size > limits.max_ratio * max(stream.consumed, 1):
+                raise ZipBombError(
+                    f"{label} was refused: {name!r} expands more than {limits.max_ratio:g} to 1 while it is read, "
+                    "though its directory entry claims less: the archive misstates its sizes (a zip bomb?)."
+                )
+            crc = zlib.crc32(piece, crc)
+            pieces.append(piece)
+    except ArchiveError:
+        raise
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
+        raise ArchiveError(f"{label}: {name!r} could not be decompressed ({describe(err)}).") from None
+    if crc != info.CRC:
+        raise ArchiveError(f"{label}: {name!r} is damaged (its checksum does not match its contents).")
+    return b"".join(pieces)
+
+
+#: Compressed bytes read from an archive at a time, and the most one inflating step may produce.
+_CHUNK, _STEP = 64 * 2**10, 2**20
+
+
+class _MemberStream:
+    """Iterate over a member's inflated data in pieces of at most ``_STEP`` bytes, reading the archive
+    itself (stored, deflate, bzip2 or LZMA); ``consumed`` is how many compressed bytes went in so far."""
+
+    def __init__(self, raw: BinaryIO, info: zipfile.ZipInfo) -> None:
+        raw.seek(info.header_offset)
+        header = raw.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise ArchiveError(f"{info.filename!r} has no local header where the directory says (damaged?).")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        if raw.read(name_length) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+            raise ArchiveError(f"{info.filename!r}: its local header names another file (damaged?).")
+        raw.seek(extra_length, os.SEEK_CUR)
+        self.raw, self.left, self.consumed = raw, int(info.compress_size), 0
+        self.method = info.compress_type
+        if self.method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise ArchiveError(
+                f"{info.filename!r} uses compression method {self.method}, which is not read; "
+                "re-create the archive with standard (deflate) compression."
+            )
+
+    def _read(self, n: int = _CHUNK) -> bytes:
+        data = self.raw.read(min(n, self.left))
+        if len(data) < min(n, self.left):
+            raise EOFError("the archive ends inside this file")
+        self.left -= len(data)
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.method == zipfile.ZIP_STORED:
+            while self.left > 0:
+                piece = self._read()
+                self.consumed += len(piece)
+                yield piece
+            return
+        if self.method == zipfile.ZIP_DEFLATED:
+            inflater = zlib.decompressobj(-15)
+            while not inflater.eof:
+                fed = inflater.unconsumed_tail or self._read()
+                if not fed:
+                    raise EOFError("the compressed data ends early")
+                before = len(fed)
+                piece = inflater.decompress(fed, _STEP)
+                self.consumed += before - len(inflater.unconsumed_tail) - len(inflater.unused_data)
+                yield piece
+            return
+        decoder = bz2.BZ2Decompressor() if self.method == zipfile.ZIP_BZIP2 else self._lzma()
+        while not decoder.eof:
+            fed = b""
+            if decoder.needs_input:
+                fed = self._read()
+                if not fed:
+                    raise EOFError("the compressed data ends early")
+                self.consumed += len(fed)  # at most one chunk more than went in: the ratio is not overstated
+            yield decoder.decompress(fed, _STEP)
+
+    def _lzma(self) -> lzma.LZMADecompressor:
+        """Zip's LZMA: a version, the properties' length, the LZMA1 properties, then the raw stream."""
+        head = self._read(4)
+        props = self._read(struct.unpack("<H", head[2:4])[0])
+        self.consumed += 4 + len(props)
+        if len(props) < 5:
+            raise EOFError("the LZMA header is damaged")
+        code, dict_size = props[0], struct.unpack("<I", props[1:5])[0]
+        pb, rest = divmod(code, 45)
+        lp, lc = divmod(rest, 9)
+        lzma1 = {"id": lzma.FILTER_LZMA1, "lc": lc, "lp": lp, "pb": pb, "dict_size": dict_size}
+        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1])
 
 
 def plan_batch(
@@ -259,11 +359,13 @@ def iter_batch(
         if not is_zip(path):
             yield BatchItem(name=name, path=path)
             continue
-        with _open_zip(path, name) as zf:
+        with _open_zip(path, name) as zf, path.open("rb") as raw:
             for info in _members(zf, name, limits):
                 member_name = f"{name}/{info.filename}"
                 try:
-                    data = _read_member(zf, info, name)
+                    data = _read_member(raw, info, name, limits)
+                except ZipBombError:  # the archive lied about itself: refused as a whole
+                    raise
                 except ArchiveError as err:
                     yield BatchItem(name=member_name, error=err)
                 else:
@@ -274,13 +376,14 @@ def iter_batch(
 
 
 def result_columns(labels: Sequence[str]) -> list[str]:
-    """The columns of the results table: file, prediction, confidence, one probability per class, note."""
-    return ["file", "prediction", "confidence", *(f"p_{label}" for label in labels), "note"]
+    """The columns of the results table: file, prediction, confidence, one probability per class, the 95%
+    prediction set (``set_95``: its classes joined by ``|``, empty when the model has no thresholds), note."""
+    return ["file", "prediction", "confidence", *(f"p_{label}" for label in labels), "set_95", "note"]
 
 
 def result_row(clf: Classifier, item: BatchItem, check: bool = True) -> dict[str, Any]:
-    """One item's row: its prediction and probabilities, or in ``note`` why there are none."""
-    row: dict[str, Any] = {"file": item.name, "prediction": "", "confidence": math.nan, "note": ""}
+    """One item's row: its prediction, probabilities and 95% prediction set, or in ``note`` why there are none."""
+    row: dict[str, Any] = {"file": item.name, "prediction": "", "confidence": math.nan, "set_95": "", "note": ""}
     row.update({f"p_{label}": math.nan for label in clf.labels})
     if item.error is not None:
         row["note"] = user_message(item.error)
@@ -302,6 +405,7 @@ def result_row(clf: Classifier, item: BatchItem, check: bool = True) -> dict[str
     row["prediction"] = prediction.label
     row["confidence"] = prediction.confidence
     row.update({f"p_{label}": p for label, p in prediction.items()})
+    row["set_95"] = "|".join(prediction.prediction_set(0.95) or [])
     return row
 
 
@@ -335,7 +439,11 @@ def batch_summary(frame: pd.DataFrame) -> str:
 
 
 class ResultStore:
-    """A private temp folder for result files, each deleted ``keep_seconds`` after it was made (and at exit)."""
+    """A private folder for result files, each deleted ``keep_seconds`` after it was made (and at exit).
+
+    The folder lies in this process's upload area (:func:`tumorlib.uploads.current`) when the app has one,
+    so a crash leaves nothing the next start does not remove; else in the system's temp folder.
+    """
 
     def __init__(self, keep_seconds: float, prefix: str = "tumour-app-") -> None:
         self.keep_seconds, self.prefix = keep_seconds, prefix
@@ -352,8 +460,9 @@ class ResultStore:
         return folder / filename
 
     def _folder(self) -> Path:
-        if self._root is None or not self._root.is_dir():
-            self._root = Path(tempfile.mkdtemp(prefix=self.prefix))
+        parent = uploads.current()
+        if self._root is None or not self._root.is_dir() or (parent is not None and self._root.parent != parent):
+            self._root = Path(tempfile.mkdtemp(prefix=self.prefix, dir=parent))
             atexit.register(shutil.rmtree, self._root, ignore_errors=True)
         cutoff = time.time() - self.keep_seconds
         for old in self._root.iterdir():

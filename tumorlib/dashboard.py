@@ -28,6 +28,7 @@ __all__ = [
     "calibration_caption",
     "calibration_cards",
     "cam_caption",
+    "conformal_caption",
     "discover_runs",
     "explanation_cards",
     "figure_html",
@@ -201,6 +202,9 @@ def run_figures(metrics: Mapping, history: pd.DataFrame | None) -> dict[str, Cal
         "ROC curves": lambda: figures.roc_figure(metrics),
         "Reliability diagram": lambda: figures.reliability_figure(metrics),
     }
+    if results.conformal(metrics):
+        charts["Prediction-set coverage"] = lambda: figures.coverage_figure(metrics)
+        charts["Prediction-set size"] = lambda: figures.set_size_figure(metrics)
     if history is not None and not history.empty:
         charts["Training loss"] = lambda: figures.history_figure(history, "loss")
         charts["Training accuracy"] = lambda: figures.history_figure(history, "acc")
@@ -270,6 +274,22 @@ def calibration_caption(metrics: Mapping) -> str:
         "Reliability: in each confidence bin, how often the model was right; on the diagonal, a stated 90% "
         "means right 90% of the time. Bars: slices per bin." + (f" Calibration: {method}." if method else "")
     )
+
+
+def conformal_caption(metrics: Mapping) -> str:
+    """What the prediction-set figures show and how they were measured; empty when the run has no sets."""
+    if not results.conformal(metrics):
+        return ""
+    text = (
+        "Prediction sets (conformal prediction, score 1 − p): at each level, the classes the model cannot rule "
+        "out. Coverage is the share of slices whose set holds the true class; on the diagonal, a 95% set holds "
+        "it 95% of the time. Per-class thresholds (what the app shows) give each class its own coverage; one "
+        "threshold for all classes guarantees only the average (each class with one threshold: in the legend)."
+    )
+    if results.conformal(metrics)[0].get("thresholds") == "cross-fitted":
+        text += " Cross-fitted: each fold's slices get sets from thresholds fitted on the other folds."
+    measured = results.coverage_sentence(metrics)
+    return f"{text} {measured}" if measured else text
 
 
 def fold_temperatures_caption(metrics: Mapping) -> str:

@@ -6,18 +6,24 @@ The output is ``float32`` in ``[0, 1]``, shaped ``(H, W)`` for greyscale or ``(H
 (kept so the not-an-MRI gate can see colour). Intensities are min-max rescaled per image: that maps
 16-bit and float data onto the full range without clipping, and makes an 8-bit copy and a 16-bit copy
 of one slice decode to the same values.
+
+Images larger than :data:`tumorlib.shrink.MAX_SIDE` a side are box-averaged while they are decoded,
+strip by strip, and every decode reserves its memory from one process-wide budget first (see
+:mod:`tumorlib.shrink`): a small file that decodes to 49 megapixels costs a bounded amount of memory.
+Files are read from disk as the decoders need them, never whole into memory.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import stat
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,7 +35,19 @@ from .errors import (
     ImageTooLargeError,
     ImageTooSmallError,
     MultiFrameError,
+    TumorlibError,
     UnsupportedFormatError,
+)
+from .shrink import (
+    BUDGET,
+    MAX_SIDE,
+    Strips,
+    array_strips,
+    check_reduced,
+    estimate,
+    factor_for,
+    reduce_strips,
+    strip_rows,
 )
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
@@ -44,6 +62,20 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 SUPPORTED_FORMATS = "JPEG, PNG, TIFF, BMP, WebP, GIF (one frame) or DICOM"
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: What :func:`sniff` reads of a file: enough for every signature it knows (DICOM's is at 128, HDF5's at 512).
+_HEAD_BYTES = 1024
+#: DICOM elements larger than this (the pixel data) are read only when asked for, from the open file.
+_DICOM_DEFER = "256 KB"
+#: An object's repr in an exception's text (``<_io.BytesIO object at 0x7f...>``): never shown to a user.
+_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
+
+log = logging.getLogger(__name__)
+
+
+def describe(err: BaseException) -> str:
+    """An exception's text fit for a message: object reprs (with their heap addresses) and line breaks removed."""
+    text = _OBJECT_REPR.sub("the file", str(err))
+    return re.sub(r"\s+", " ", text).strip() or type(err).__name__
 
 
 def decode_image(
@@ -54,16 +86,16 @@ def decode_image(
 ) -> np.ndarray:
     """Decode ``source`` into a float32 array in ``[0, 1]``, ``(H, W)`` or ``(H, W, 3)``.
 
-    ``source`` may be a path, raw bytes, a binary file object, a PIL image or a numpy array.
-    Raises a subclass of :class:`tumorlib.errors.ImageError` with a message fit to show a user.
+    ``source`` may be a path, raw bytes, a binary file object, a PIL image or a numpy array. The result
+    is at most :data:`~tumorlib.shrink.MAX_SIDE` pixels a side. Raises a subclass of
+    :class:`tumorlib.errors.ImageError` with a message fit to show a user.
     """
     if isinstance(source, Image.Image):
         _check_size(source.width, source.height, max_pixels, min_side)
-        return _finish(_pil_to_array(source), min_side)
+        return _from_pil(source, min_side)
     if isinstance(source, np.ndarray):
-        return _finish(_check_array(source, max_pixels, min_side), min_side)
+        return _from_array(source, max_pixels, min_side)
 
-    name = ""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = path.name
@@ -84,37 +116,47 @@ def decode_image(
                 f"{name} is {info.st_size / 2**20:.0f} MB; files over {MAX_FILE_BYTES // 2**20} MB are refused."
             )
         try:
-            data = path.read_bytes()
+            file = path.open("rb")
+            head = file.read(_HEAD_BYTES)
+            file.seek(0)
         except OSError as err:
             raise ImageError(f"Cannot read {path}: {err.strerror or err}") from None
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-    elif hasattr(source, "read"):
+        with file:  # read as the decoders need it: a 100 MB DICOM is not copied into memory first
+            if not head:
+                raise EmptyImageError(f"{name} is empty (0 bytes).")
+            return _decode_stream(file, head, name, max_pixels, min_side)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return decode_bytes(bytes(source), max_pixels=max_pixels, min_side=min_side)
+    if hasattr(source, "read"):
         name = Path(getattr(source, "name", "") or "").name
         data = source.read(MAX_FILE_BYTES + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError("The file object must be opened in binary mode.")
         if len(data) > MAX_FILE_BYTES:
             raise ImageTooLargeError(f"Files over {MAX_FILE_BYTES // 2**20} MB are refused.")
-    else:
-        raise ImageError(f"Cannot read an image from a {type(source).__name__}.")
-    return decode_bytes(bytes(data), name=name, max_pixels=max_pixels, min_side=min_side)
+        return decode_bytes(bytes(data), name=name, max_pixels=max_pixels, min_side=min_side)
+    raise ImageError(f"Cannot read an image from a {type(source).__name__}.")
 
 
 def decode_bytes(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
     """Decode an encoded image held in memory; ``name`` only improves messages and finds ``.dcm``."""
-    what = f"{name} " if name else "The upload "
     if len(data) == 0:
-        raise EmptyImageError(f"{what}is empty (0 bytes).")
-    kind = sniff(data, name)
+        raise EmptyImageError(f"{f'{name} ' if name else 'The upload '}is empty (0 bytes).")
+    return _decode_stream(io.BytesIO(data), data[:_HEAD_BYTES], name, max_pixels, min_side)
+
+
+def _decode_stream(file: BinaryIO, head: bytes, name: str, max_pixels: int, min_side: int) -> np.ndarray:
+    """Decode the seekable binary ``file``, whose first bytes are ``head``."""
+    what = f"{name} " if name else "The upload "
+    kind = sniff(head, name)
     if kind not in ("dicom", "tiff", "image"):
         raise UnsupportedFormatError(f"{what}is {kind}, not an image. Please upload {SUPPORTED_FORMATS}.")
     try:
         if kind == "dicom":
-            return _finish(_decode_dicom(data, max_pixels, min_side), min_side)
+            return _decode_dicom(file, max_pixels, min_side)
         if kind == "tiff":
-            return _finish(_decode_tiff(data, max_pixels, min_side), min_side)
-        return _finish(_decode_pil(data, what, max_pixels, min_side), min_side)
+            return _decode_tiff(file, max_pixels, min_side)
+        return _decode_pil(file, what, max_pixels, min_side)
     except (ImageTooLargeError, ImageTooSmallError) as err:
         # Size checks run where the pixels are known, which is after the name is out of reach.
         if name and not str(err).startswith(name):
@@ -123,8 +165,8 @@ def decode_bytes(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS, m
 
 
 def sniff(data: bytes, name: str = "") -> str:
-    """Name what ``data`` holds from its first bytes: 'dicom', 'tiff', 'image' or a description."""
-    head = data[:1024]
+    """Name what ``data`` (a file's first kilobyte is enough) holds: 'dicom', 'tiff', 'image' or a description."""
+    head = data[:_HEAD_BYTES]
     if data[128:132] == b"DICM" or (name.lower().endswith((".dcm", ".dicom")) and not _looks_like_text(head)):
         return "dicom"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
@@ -165,12 +207,32 @@ def _check_size(width: int, height: int, max_pixels: int, min_side: int) -> None
         )
 
 
-def _decode_pil(data: bytes, what: str, max_pixels: int, min_side: int) -> np.ndarray:
+# --------------------------------------------------------------------------- Pillow's formats
+
+#: Bytes per pixel Pillow holds for an image of each mode (multi-band modes take 4).
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+_PIL_GREY = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _pil_estimate(im: Image.Image, factor: int) -> int:
+    channels = 1 if im.mode in _PIL_GREY else 3
+    native = im.width * im.height * _PIL_BYTES.get(im.mode, 4)
+    return estimate(native, im.width, im.height, channels, factor)
+
+
+def _draft(im: Image.Image) -> None:
+    """Let a large JPEG decode at 1/2, 1/4 or 1/8 scale (its DCT allows it), still above MAX_SIDE."""
+    if im.format in ("JPEG", "MPO"):
+        longest = max(im.size)
+        im.draft(im.mode, (max(1, im.width * MAX_SIDE // longest), max(1, im.height * MAX_SIDE // longest)))
+
+
+def _decode_pil(file: BinaryIO, what: str, max_pixels: int, min_side: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels may still decode
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(file)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             found = re.search(r"\((\d+) pixels\)", str(err))
             size = f"declares {int(found.group(1)) / 1e6:.0f} megapixels" if found else "declares too many pixels"
@@ -182,21 +244,52 @@ def _decode_pil(data: bytes, what: str, max_pixels: int, min_side: int) -> np.nd
                 f"{what}is not an image format we can read. Please upload {SUPPORTED_FORMATS}."
             ) from None
         except (OSError, SyntaxError, ValueError) as err:
-            raise CorruptImageError(f"{what}could not be read as an image ({err}).") from None
+            raise CorruptImageError(f"{what}could not be read as an image ({describe(err)}).") from None
     with im:
         _check_size(im.width, im.height, max_pixels, min_side)  # header only: nothing decoded yet
         if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":  # MPO: camera JPEG + preview
             raise MultiFrameError(
                 f"{what}is an animation or multi-page image ({im.n_frames} frames); upload a single slice."
             )
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels still decode
-                im.load()
-                im = ImageOps.exif_transpose(im)
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
-            raise CorruptImageError(f"{what}is damaged or truncated ({err}).") from None
-        return _pil_to_array(im)
+        large = factor_for(im.width, im.height) > 1
+        if large:
+            check_reduced(im.width, im.height, factor_for(im.width, im.height), min_side)
+            _draft(im)
+        with BUDGET.reserve(_pil_estimate(im, factor_for(im.width, im.height))):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels still decode
+                    im.load()
+                    orientation = int(im.getexif().get(0x0112, 1) or 1) if large else 1
+                    if not large:
+                        im = ImageOps.exif_transpose(im)
+            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+                raise CorruptImageError(f"{what}is damaged or truncated ({describe(err)}).") from None
+            factor = factor_for(im.width, im.height)
+            if factor == 1:  # small, or a JPEG its draft brought within MAX_SIDE
+                return _finish(_apply_orientation(_pil_to_array(im), orientation), min_side)
+            reduced = reduce_strips(_pil_strips(im, factor), im.width, im.height, factor)
+            return _finish(_apply_orientation(reduced, orientation), min_side, owned=True)
+
+
+def _pil_strips(im: Image.Image, factor: int) -> Strips:
+    """Strips of a PIL image as arrays, each converted by :func:`_pil_to_array` on its own."""
+
+    def strips() -> Iterator[tuple[int, np.ndarray]]:
+        rows = strip_rows(im.width, 4, factor)
+        for first in range(0, im.height, rows):
+            yield first, _pil_to_array(im.crop((0, first, im.width, min(im.height, first + rows))))
+
+    return strips
+
+
+def _from_pil(im: Image.Image, min_side: int) -> np.ndarray:
+    factor = factor_for(im.width, im.height)
+    with BUDGET.reserve(_pil_estimate(im, factor)):
+        if factor == 1:
+            return _finish(_pil_to_array(im), min_side)
+        check_reduced(im.width, im.height, factor, min_side)
+        return _finish(reduce_strips(_pil_strips(im, factor), im.width, im.height, factor), min_side, owned=True)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -222,7 +315,11 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def _check_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
+# --------------------------------------------------------------------------- number arrays
+
+
+def _layout(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
+    """``arr`` as (H, W) or (H, W, C) with C in 2-4, numbers only, within the size limits (no copy made)."""
     arr = np.asarray(arr)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
@@ -232,30 +329,69 @@ def _check_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
         arr = np.moveaxis(arr, 0, -1)  # channels first, as torch keeps them
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # with alpha: composite over black
-        alpha = arr[..., -1:].astype(np.float32)
-        top = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else max(float(alpha.max()), 1.0)
-        arr = arr[..., :-1].astype(np.float32) * (alpha / top)
-        if arr.shape[2] == 1:
-            arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise ImageError(f"An image array must be (H, W), (H, W, C) or (C, H, W); got shape {arr.shape}.")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
+        shape = arr.shape if arr.ndim != 3 else (*arr.shape[:2], arr.shape[2] - (arr.shape[2] in (2, 4)))
+        raise ImageError(f"An image array must be (H, W), (H, W, C) or (C, H, W); got shape {shape}.")
     _check_size(arr.shape[1], arr.shape[0], max_pixels, min_side)
     return arr
 
 
-def _finish(arr: np.ndarray, min_side: int) -> np.ndarray:
-    """Rescale to float32 in [0, 1] by the image's own range; non-finite values count as its minimum."""
+def _alpha_top(arr: np.ndarray) -> float | None:
+    """What full opacity is in ``arr``'s last channel, if it has alpha: its type's maximum, or for floats
+    the channel's own maximum (at least 1)."""
+    if not (arr.ndim == 3 and arr.shape[2] in (2, 4)):
+        return None
+    if np.issubdtype(arr.dtype, np.integer):
+        return float(np.iinfo(arr.dtype).max)
+    return max(float(arr[..., -1].max()), 1.0)
+
+
+def _composite(arr: np.ndarray, top: float | None = None) -> np.ndarray:
+    """Colour over black by the alpha channel, if there is one ((H, W, 2) -> (H, W); (H, W, 4) -> (H, W, 3))."""
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # with alpha: composite over black
+        alpha = arr[..., -1:].astype(np.float32)
+        if top is None:
+            top = _alpha_top(arr)
+        arr = arr[..., :-1].astype(np.float32) * (alpha / top)
+        if arr.shape[2] == 1:
+            arr = arr[..., 0]
+    return arr
+
+
+def _check_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
+    return _composite(_layout(arr, max_pixels, min_side))
+
+
+def _from_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
+    arr = _layout(arr, max_pixels, min_side)
+    height, width = arr.shape[:2]
+    channels = 1 if arr.ndim == 2 or arr.shape[2] == 2 else 3
+    factor = factor_for(width, height)
+    with BUDGET.reserve(estimate(0, width, height, channels, factor)):
+        if factor == 1:
+            return _finish(_composite(arr), min_side)
+        check_reduced(width, height, factor, min_side)
+        top = _alpha_top(arr)
+        reduced = reduce_strips(array_strips(arr, lambda a: _composite(a, top), factor), width, height, factor)
+        return _finish(reduced, min_side, owned=True)
+
+
+def _finish(arr: np.ndarray, min_side: int, owned: bool = False) -> np.ndarray:
+    """Rescale to float32 in [0, 1] by the image's own range; non-finite values count as its minimum.
+
+    ``owned``: ``arr`` is a float32 array nobody else holds, rescaled in place instead of copied.
+    """
     if min(arr.shape[:2]) < min_side:
         raise ImageTooSmallError(
             f"The image is {arr.shape[1]} x {arr.shape[0]} pixels; an MRI slice needs at least {min_side} a side."
         )
-    out = arr.astype(np.float32, copy=True)
+    out = arr if owned and arr.dtype == np.float32 else arr.astype(np.float32, copy=True)
     finite = np.isfinite(out)
     if not finite.all():
         if not finite.any():
             raise CorruptImageError("The image holds no finite pixel values.")
         out[~finite] = out[finite].min()
+    del finite
     lo, hi = float(out.min()), float(out.max())
     if hi > lo:
         out -= lo
@@ -265,32 +401,57 @@ def _finish(arr: np.ndarray, min_side: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _decode_tiff(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+# --------------------------------------------------------------------------- TIFF
+
+
+def _decode_tiff(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
     import tifffile
 
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        with tifffile.TiffFile(file) as tif:
             pages = tif.pages
             if len(pages) > 1:
                 raise MultiFrameError(f"The TIFF holds {len(pages)} pages; upload a single slice.")
             page = pages.first
-            if page.imagewidth * page.imagelength > max_pixels or min(page.imagewidth, page.imagelength) < min_side:
-                _check_size(page.imagewidth, page.imagelength, max_pixels, min_side)
-            arr = page.asarray()
+            width, height = page.imagewidth, page.imagelength
+            if width * height > max_pixels or min(width, height) < min_side:
+                _check_size(width, height, max_pixels, min_side)
             photometric = int(page.photometric)
             orientation = page.tags.valueof(274, 1)
             extra = len(page.extrasamples) if page.extrasamples else 0
-    except ImageError:
+            samples = int(page.samplesperpixel or 1)
+            native = width * height * samples * (page.dtype.itemsize if page.dtype is not None else 8)
+            factor = factor_for(width, height)
+            if factor == 1:
+                with BUDGET.reserve(estimate(native, width, height, min(samples, 3), 1)):
+                    arr = page.asarray()
+                    return _finish(_tiff_pixels(arr, photometric, orientation, extra, max_pixels, min_side), min_side)
+            check_reduced(width, height, factor, min_side)
+            rows = _tiff_rows(tif, page, file)
+            with BUDGET.reserve(estimate(0 if rows else native, width, height, min(samples, 3), factor)):
+                if rows is None:
+                    arr = page.asarray()
+                    if arr.ndim == 3 and arr.shape[0] in (2, 3, 4) and arr.shape[-1] not in (2, 3, 4):
+                        arr = np.moveaxis(arr, 0, -1)
+                    rows = _array_rows(arr)
+                return _tiff_reduced(rows, photometric, orientation, extra, width, height, factor, min_side)
+    except TumorlibError:
         raise
     except Exception:  # noqa: BLE001 - a codec tifffile lacks: PIL may still read it
-        return _decode_pil(data, "The TIFF ", max_pixels, min_side)
+        file.seek(0)
+        return _decode_pil(file, "The TIFF ", max_pixels, min_side)
+
+
+def _tiff_pixels(
+    arr: np.ndarray, photometric: int, orientation: int, extra: int, max_pixels: int, min_side: int
+) -> np.ndarray:
+    """A whole TIFF page's pixels as the other formats give them (before the rescale)."""
     if arr.ndim == 3 and arr.shape[0] in (2, 3, 4) and arr.shape[-1] not in (2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)
     if photometric == 0:  # MINISWHITE: 0 is white
         arr = arr.max() - arr if np.issubdtype(arr.dtype, np.integer) else -arr
     elif photometric == 5 and arr.ndim == 3 and arr.shape[2] >= 4:  # separated (CMYK)
-        cmyk = arr[..., :4].astype(np.float32) / float(np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0)
-        arr = (1 - cmyk[..., :3]) * (1 - cmyk[..., 3:4])
+        arr = _cmyk_to_rgb(arr)
         extra = 0
     if extra and arr.ndim == 3 and arr.shape[2] in (2, 4):
         pass  # alpha handled by _check_array
@@ -298,6 +459,86 @@ def _decode_tiff(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
         arr = arr[..., :3]
     arr = _apply_orientation(arr, orientation)
     return _check_array(arr, max_pixels, min_side)
+
+
+def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
+    cmyk = arr[..., :4].astype(np.float32) / float(np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0)
+    return (1 - cmyk[..., :3]) * (1 - cmyk[..., 3:4])
+
+
+def _array_rows(arr: np.ndarray) -> tuple:
+    """(a reader of ``arr``'s rows from first to stop, the array's shape, its dtype)."""
+    return (lambda first, stop: arr[first:stop]), arr.shape, arr.dtype
+
+
+def _tiff_rows(tif: Any, page: Any, file: BinaryIO) -> tuple | None:
+    """Like :func:`_array_rows`, but for an uncompressed, contiguous page read straight from the file by
+    strips (no full-size copy); None for other pages."""
+    try:
+        dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+        contiguous = (
+            page.is_contiguous
+            and not page.is_tiled
+            and page.compression == 1
+            and page.predictor == 1
+            and page.fillorder == 1
+            and page.imagedepth == 1
+            and (page.planarconfig == 1 or page.samplesperpixel == 1)
+            and page.bitspersample == dtype.itemsize * 8
+            and tuple(page.shape[:2]) == (page.imagelength, page.imagewidth)
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not contiguous:
+        return None
+    shape = tuple(page.shape)
+    offset, row_bytes = int(page.dataoffsets[0]), int(np.prod(shape[1:])) * dtype.itemsize
+
+    def rows(first: int, stop: int) -> np.ndarray:
+        file.seek(offset + first * row_bytes)
+        data = file.read((stop - first) * row_bytes)
+        if len(data) < (stop - first) * row_bytes:
+            raise CorruptImageError("The TIFF is truncated: its pixel data ends early.")
+        return np.frombuffer(data, dtype).reshape(stop - first, *shape[1:])
+
+    return rows, shape, dtype
+
+
+def _tiff_reduced(
+    source: tuple, photometric: int, orientation: int, extra: int, width: int, height: int, factor: int, min_side: int
+) -> np.ndarray:
+    """A large TIFF page box-reduced strip by strip, converted as :func:`_tiff_pixels` converts a whole one."""
+    read, shape, dtype = source
+    samples = shape[2] if len(shape) == 3 else 1
+    cmyk = photometric == 5 and samples >= 4
+    # As a whole page: two samples are grey + alpha; four with an extra sample are RGB + alpha.
+    alpha = not cmyk and (samples == 2 or (bool(extra) and samples == 4))
+    rows_per = strip_rows(width, samples, factor)
+    top = None
+    if alpha:
+        top = float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+        if not np.issubdtype(dtype, np.integer):
+            for first in range(0, height, rows_per):
+                top = max(top, float(read(first, min(height, first + rows_per))[..., -1].max()))
+
+    def convert(piece: np.ndarray) -> np.ndarray:
+        if cmyk:
+            return _cmyk_to_rgb(piece)
+        values = piece
+        if alpha:
+            values = _composite(piece, top)
+        elif values.ndim == 3 and values.shape[2] > 3:
+            values = values[..., :3]
+        if photometric == 0:  # MINISWHITE: only the order matters, the rescale does the rest
+            values = -np.asarray(values, dtype=np.float32)
+        return values
+
+    def strips() -> Iterator[tuple[int, np.ndarray]]:
+        for first in range(0, height, rows_per):
+            yield first, convert(read(first, min(height, first + rows_per)))
+
+    reduced = reduce_strips(strips, width, height, factor)
+    return _finish(_apply_orientation(reduced, orientation), min_side, owned=True)
 
 
 def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -315,21 +556,25 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(arr)) if op else arr
 
 
-def _decode_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+# --------------------------------------------------------------------------- DICOM
+
+
+def _decode_dicom(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
     # pydicom parses elements lazily, so a damaged header can raise almost anything (BytesLengthException,
     # NotImplementedError for an unknown VR, ...) at any attribute access, not only in dcmread.
     try:
-        return _read_dicom(data, max_pixels, min_side)
-    except (ImageError, MemoryError):
+        return _read_dicom(file, max_pixels, min_side)
+    except (TumorlibError, MemoryError):
         raise
     except Exception as err:  # noqa: BLE001 - see above
-        raise CorruptImageError(f"The DICOM file could not be read ({type(err).__name__}: {err}).") from None
+        raise CorruptImageError(f"The DICOM file could not be read ({type(err).__name__}: {describe(err)}).") from None
 
 
-def _read_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
+def _read_dicom(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
     import pydicom
 
-    ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    # The pixel data is read from the file only when pixel_array asks for it.
+    ds = pydicom.dcmread(file, force=True, defer_size=_DICOM_DEFER)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise CorruptImageError("The DICOM file holds no image (it has no Pixel Data element).")
     try:
@@ -340,23 +585,43 @@ def _read_dicom(data: bytes, max_pixels: int, min_side: int) -> np.ndarray:
     _check_size(cols, rows, max_pixels, min_side)
     if frames > 1:
         raise MultiFrameError(f"The DICOM file holds {frames} frames; export the one slice to classify.")
-    try:
-        arr = ds.pixel_array
-    except Exception as err:  # noqa: BLE001 - pydicom raises many types for codecs and bad lengths
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax) or "unknown"
-        raise CorruptImageError(
-            f"The DICOM pixel data could not be decoded (transfer syntax: {name}; {err}). "
-            "Export the slice uncompressed or as PNG."
-        ) from None
-    # Colour comes back as RGB already: pydicom 3 converts YBR_FULL/_422 itself and the JPEG 2000
-    # decoders undo YBR_RCT/ICT, while the dataset keeps its YBR tag. Converting again ruined colours.
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if arr.ndim == 2:
-        arr = _dicom_window(ds, arr)
-        if photometric == "MONOCHROME1":  # 0 is white
-            arr = arr.max() - arr
-    return _check_array(arr, max_pixels, min_side)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    item = max(1, int(getattr(ds, "BitsAllocated", 16) or 16) // 8)
+    factor = factor_for(cols, rows)
+    if factor > 1:
+        check_reduced(cols, rows, factor, min_side)
+    # The file's pixel bytes and the array made of them; unreduced, three float64 copies while windowing.
+    native = 2 * rows * cols * samples * item + (24 * rows * cols if factor == 1 and samples == 1 else 0)
+    with BUDGET.reserve(estimate(native, cols, rows, 3 if samples >= 3 else 1, factor)):
+        try:
+            arr = ds.pixel_array
+        except Exception as err:  # noqa: BLE001 - pydicom raises many types for codecs and bad lengths
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            name = getattr(syntax, "name", syntax) or "unknown"
+            log.info("DICOM pixel data not decoded (%s): %s", name, describe(err))
+            raise CorruptImageError(
+                f"The DICOM pixel data could not be decoded (transfer syntax: {name}): it is damaged, or "
+                "compressed in a way this server cannot read. Export the slice uncompressed or as PNG."
+            ) from None
+        # Colour comes back as RGB already: pydicom 3 converts YBR_FULL/_422 itself and the JPEG 2000
+        # decoders undo YBR_RCT/ICT, while the dataset keeps its YBR tag. Converting again ruined colours.
+        photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+        if factor == 1:
+            if arr.ndim == 2:
+                arr = _dicom_window(ds, arr)
+                if photometric == "MONOCHROME1":  # 0 is white
+                    arr = arr.max() - arr
+            return _finish(_check_array(arr, max_pixels, min_side), min_side)
+        arr = _layout(arr, max_pixels, min_side)
+        top = _alpha_top(arr)
+
+        def convert(piece: np.ndarray) -> np.ndarray:
+            return _dicom_window(ds, piece) if piece.ndim == 2 else _composite(piece, top)
+
+        reduced = reduce_strips(array_strips(arr, convert, factor), cols, rows, factor)
+        if reduced.ndim == 2 and photometric == "MONOCHROME1":
+            reduced = reduced.max() - reduced
+        return _finish(reduced, min_side, owned=True)
 
 
 def _dicom_window(ds, arr: np.ndarray) -> np.ndarray:

@@ -25,10 +25,12 @@ __all__ = [
     "class_colour",
     "comparison_figure",
     "confusion_matrix_figure",
+    "coverage_figure",
     "history_figure",
     "per_class_figure",
     "reliability_figure",
     "roc_figure",
+    "set_size_figure",
 ]
 
 # Okabe–Ito: distinguishable under the common colour-vision deficiencies and in greyscale print.
@@ -412,5 +414,97 @@ def comparison_figure(runs: Mapping[str, Mapping]) -> go.Figure:
     _style(fig, title, "", "Value (bars: CI where stored)")
     # Bars start at zero: a cut axis would make small differences look large.
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+# --------------------------------------------------------------------------- prediction sets
+
+
+def _coverage_trace(entries: Sequence[Mapping], key: str | None, name: str, line: dict, **extra: Any) -> go.Scatter:
+    """Measured coverage against the nominal level: overall (``key`` None) or of one true class."""
+    values = [
+        number(entry.get("coverage") if key is None else results.section(entry, "per_class_coverage").get(key))
+        for entry in entries
+    ]
+    return go.Scatter(
+        x=[entry["level"] for entry in entries],
+        y=values,
+        mode="lines+markers",
+        name=name,
+        line=line,
+        marker={"size": 7},
+        hovertemplate=f"<b>{html.escape(name)}</b><br>level %{{x:.0%}}: coverage %{{y:.1%}}<extra></extra>",
+        **extra,
+    )
+
+
+def coverage_figure(metrics: Mapping) -> go.Figure:
+    """The prediction sets' measured coverage against the nominal level: overall with per-class and with one
+    threshold, and each class with per-class thresholds (each class with one threshold: in the legend)."""
+    title = "Prediction sets: coverage against the level"
+    per_class, marginal = results.conformal(metrics, mondrian=True), results.conformal(metrics)
+    if not per_class:
+        return _empty_figure(title, "No prediction sets in this results file")
+    labels = results.labels(metrics)
+    fig = go.Figure()
+    fig.add_trace(_coverage_trace(per_class, None, "All classes, per-class thresholds", {"color": "#222222"}))
+    fig.add_trace(_coverage_trace(marginal, None, "All classes, one threshold", {"color": _NEUTRAL, "dash": "dash"}))
+    for label in labels:
+        colour = class_colour(label, labels)
+        fig.add_trace(_coverage_trace(per_class, label, f"{label}, per-class thresholds", {"color": colour}))
+    for label in labels:
+        line = {"color": class_colour(label, labels), "dash": "dot"}
+        fig.add_trace(_coverage_trace(marginal, label, f"{label}, one threshold", line, visible="legendonly"))
+    levels = [entry["level"] for entry in per_class]
+    low = min(levels) - 0.01
+    shown = [y for trace in fig.data if trace.visible is not False for y in trace.y if y is not None]
+    fig.add_trace(
+        go.Scatter(
+            x=[low, 1],
+            y=[low, 1],
+            mode="lines",
+            name="Coverage = level",
+            line={"color": _NEUTRAL, "width": 1},
+            hoverinfo="skip",
+        )
+    )
+    how = str(per_class[0].get("thresholds") or "")
+    _style(fig, title, "Nominal coverage level", f"Measured coverage ({how})" if how else "Measured coverage")
+    fig.update_xaxes(range=[low, 1.0], tickvals=levels, tickformat=".0%")
+    fig.update_yaxes(range=[min([low, *shown]) - 0.01, 1.005], tickformat=".0%")
+    return fig
+
+
+# Shades of one hue for the coverage levels: the class colours already name the groups of bars.
+_LEVEL_COLOURS = ("#9ECAE1", "#4292C6", "#08519C")
+
+
+def set_size_figure(metrics: Mapping) -> go.Figure:
+    """Mean prediction-set size (per-class thresholds, as the app shows) over all slices and by true class, one
+    bar per coverage level."""
+    title = "Prediction sets: mean size by true class"
+    entries = results.conformal(metrics, mondrian=True)
+    if not entries:
+        return _empty_figure(title, "No prediction sets in this results file")
+    labels = results.labels(metrics)
+    groups = ["all classes", *labels]
+    fig = go.Figure()
+    for index, entry in enumerate(entries):
+        sizes = results.section(entry, "per_class_set_size")
+        values = [number(entry.get("mean_set_size")), *(number(sizes.get(label)) for label in labels)]
+        level = format_pct(entry["level"], 0)
+        fig.add_trace(
+            go.Bar(
+                x=groups,
+                y=values,
+                name=f"{level} sets",
+                marker={"color": _LEVEL_COLOURS[index % len(_LEVEL_COLOURS)]},
+                hovertemplate=f"<b>%{{x}}</b><br>{level} sets: %{{y:.2f}} classes on average<extra></extra>",
+            )
+        )
+    _style(fig, title, "True class", "Mean set size (classes)")
+    # Bars start at zero: a cut axis would make small differences look large.
+    fig.update_yaxes(range=[0, max(len(labels), 1) + 0.05])
     fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
     return fig

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import gate, pipeline
+from . import conformal, gate, pipeline
 from .bundle import Bundle, load_bundle
 from .decode import ImageInput, decode_image
 from .errors import ImageError
@@ -76,6 +76,8 @@ class Classifier:
         self.bundle = bundle
         self.labels: list[str] = bundle.labels
         self.temperature = bundle.temperature
+        #: The conformal thresholds of the prediction sets (None: the model carries none, no sets).
+        self.conformal: conformal.Thresholds | None = conformal.from_bundle(bundle.section, self.labels)
         self.device = torch.device(device) if device is not None else default_device()
         self.transform: MRITransform = create_transform(bundle.data_config)
         self.model = bundle.model.to(self.device).eval()

@@ -93,6 +93,7 @@ def model_card(
         _usage_section(repo_id),
         _results_section(metrics, labels, split),
         _calibration_section(config, metrics),
+        _prediction_sets_section(config, metrics),
         _trust_section(metrics),
         _reproduce_section(config),
         _intended_use_section(),
@@ -403,6 +404,79 @@ def _calibration_section(config: Mapping, metrics: Mapping | None) -> str:
     if ece:
         lines.append(ece)
     return "\n\n".join(lines)
+
+
+def _prediction_sets_section(config: Mapping, metrics: Mapping | None) -> str:
+    """The conformal prediction sets: what they promise, how the thresholds were fitted, their measured coverage."""
+    stored = results.section(config, "tumorlib", "conformal")
+    measured = results.conformal(metrics)
+    if not stored and not measured:
+        return ""
+    lines = ["## Prediction sets"]
+    if stored:
+        shown = ", ".join(format_pct(level, 0) for level in _levels(results.section(stored, "levels")))
+        fitted_on = stored.get("fitted_on")
+        lines.append(
+            f"With the probabilities, `tumorlib` returns a prediction set at each coverage level ({shown}): "
+            "the classes the model cannot rule out (`Prediction.sets`, `Prediction.prediction_set(0.95)`). On new "
+            "patients like those the thresholds were fitted on, the true class is in the 95% set at least 95% of "
+            "the time (split conformal prediction; the guarantee assumes the new slices are exchangeable with "
+            "those). A set of several classes means the model is unsure between them; a set is never empty (the "
+            "most probable class is always in). The score is one minus the calibrated probability of a class, "
+            "with one threshold per class (class-conditional, Mondrian), so each class gets its own coverage, "
+            "not only the average over classes. The thresholds are stored in `config.json` "
+            "(`tumorlib.conformal`)" + (f", fitted on {fitted_on}." if isinstance(fitted_on, str) else ".")
+        )
+    else:
+        lines.append("This model carries no conformal thresholds, so it returns no prediction sets.")
+    if measured:
+        how = str(measured[0].get("thresholds") or "")
+        where = {
+            "cross-fitted": (
+                "Measured on the out-of-fold slices, cross-fitted: each fold's slices get sets from a temperature "
+                "and thresholds fitted on the other folds only, never on themselves. Those slices were scored by "
+                "the fold models; weights trained on every patient may be more confident on new ones, so these "
+                "figures estimate the shipped model's coverage rather than guarantee it."
+            ),
+            "bundle": "Measured on the evaluation slices with this model's own thresholds.",
+        }.get(how, "Measured on the evaluation slices.")
+        labels = results.labels(metrics)
+        rows = []
+        returned = " (as returned)" if stored else ""
+        per_class_returned = stored.get("method", "mondrian") == "mondrian"
+        names = ((True, "per class"), (False, "one for all classes"))
+        for mondrian, name in names:
+            name += returned if mondrian == per_class_returned else ""
+            for entry in results.conformal(metrics, mondrian):
+                per_class = results.section(entry, "per_class_coverage")
+                rows.append(
+                    [
+                        format_pct(entry["level"], 0),
+                        name,
+                        format_pct(entry.get("coverage")),
+                        *(format_pct(per_class.get(label)) for label in labels),
+                        results.format_set_size(entry.get("mean_set_size")),
+                        format_pct(entry.get("singleton_share")),
+                    ]
+                )
+        header = ["Level", "Thresholds", "Coverage", *(f"`{label}`" for label in labels), "Mean set size", "One class"]
+        what = (
+            "Coverage is the share of slices whose set holds the true class, overall and by true class; "
+            "one class: the share of sets with a single class."
+        )
+        lines.append(f"{where} {what}\n\n" + _table(header, rows))
+    return "\n\n".join(lines)
+
+
+def _levels(stored: Mapping) -> list[float]:
+    """The coverage levels of a stored ``tumorlib.conformal.levels`` mapping (keys such as ``"0.95"``), sorted."""
+    found = []
+    for key in stored:
+        try:
+            found.append(float(key))
+        except (TypeError, ValueError):
+            continue
+    return sorted(level for level in found if 0 < level < 1)
 
 
 def _trust_section(metrics: Mapping | None) -> str:

@@ -43,16 +43,34 @@ UNCHECKED_NOTE = "The brain-MRI check was skipped on request: any image, MRI or 
 
 
 class Prediction(dict):
-    """``{label: calibrated probability}`` in label order, plus what the not-an-MRI check said.
+    """``{label: calibrated probability}`` in label order, plus what the not-an-MRI check said and the
+    conformal prediction sets.
 
     ``gate`` is the check's :class:`~tumorlib.gate.GateResult`, or None when no check was made;
-    ``check_note`` then says why (the model has no gate statistics, or ``check=False``).
+    ``check_note`` then says why (the model has no gate statistics, or ``check=False``). ``sets`` maps each
+    coverage level to its prediction set, most probable class first (``{0.9: [...], 0.95: [...], 0.99:
+    [...]}``, see :mod:`tumorlib.conformal`), or is None when the model carries no conformal thresholds.
     """
 
-    def __init__(self, probabilities: dict[str, float], gate_result: Any = None, check_note: str = "") -> None:
+    def __init__(
+        self,
+        probabilities: dict[str, float],
+        gate_result: Any = None,
+        check_note: str = "",
+        sets: dict[float, list[str]] | None = None,
+    ) -> None:
         super().__init__(probabilities)
         self.gate = gate_result
         self.check_note = check_note
+        self.sets = sets
+
+    def prediction_set(self, level: float = 0.95) -> list[str] | None:
+        """The classes the model cannot rule out at ``level`` (0.9, 0.95 or 0.99); None without thresholds
+        (or for a level they were not fitted for)."""
+        if not self.sets:
+            return None
+        found = [labels for stored, labels in self.sets.items() if abs(stored - level) < 1e-9]
+        return list(found[0]) if found else None
 
     @property
     def label(self) -> str:
@@ -155,19 +173,22 @@ def gate_verdict(clf: Classifier, image: np.ndarray, outputs: Outputs) -> Any:
 
 
 def decide(clf: Classifier, image: np.ndarray, outputs: Outputs, check: bool = True) -> Prediction:
-    """Calibrated probabilities of one image's forward pass, after the not-an-MRI check when ``check``.
+    """Calibrated probabilities of one image's forward pass, with their prediction sets when the model
+    carries conformal thresholds, after the not-an-MRI check when ``check``.
 
     Raises :class:`NotBrainMRIError` (with the gate's reason and the image) when the check refuses.
     """
-    probs = dict(zip(clf.labels, clf.calibrate(outputs.logits)[0].tolist(), strict=True))
+    row = clf.calibrate(outputs.logits)[0].tolist()
+    probs = dict(zip(clf.labels, row, strict=True))
+    sets = clf.conformal.sets(row) if clf.conformal is not None else None  # thresholds read once, at load
     if not check:
-        return Prediction(probs, None, UNCHECKED_NOTE)
+        return Prediction(probs, None, UNCHECKED_NOTE, sets)
     verdict = gate_verdict(clf, image, outputs)
     if verdict is None:
-        return Prediction(probs, None, NO_CHECK_NOTE)
+        return Prediction(probs, None, NO_CHECK_NOTE, sets)
     if not verdict.is_mri:
         raise NotBrainMRIError(verdict, image)
-    return Prediction(probs, verdict)
+    return Prediction(probs, verdict, sets=sets)
 
 
 def classify(clf: Classifier, image: np.ndarray, check: bool = True) -> tuple[Prediction, Outputs, dict]:

@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -47,6 +48,14 @@ ONNX_OPSET = 17
 EXPORT_FORMAT = 3
 #: How many stages before the last one report their average-pooled output (for the gate).
 EARLY_STAGES = 2
+#: An export's temporary file older than this is stale even if its pid runs (an export takes about a minute;
+#: a pid may have been reused).
+STALE_TEMP_SECONDS = 3600
+#: Temporary files the cache may hold: an export's or quantisation's ``.<name>.<pid>.tmp``, and the probe
+#: that checks the folder is writable (``tmpXXXXXXXX``).
+_EXPORT_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+_PROBE_TEMP = re.compile(r"^tmp[a-z0-9_]{8}$")
+_SWEPT: set[Path] = set()
 
 
 class Outputs(NamedTuple):
@@ -169,6 +178,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tumorlib"
 
 
+def remove_stale_temp(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Remove the temporary files that exports killed halfway left in ``folder``; returns them.
+
+    A file is stale when the process its name records is gone, or when it is older than
+    :data:`STALE_TEMP_SECONDS`; a younger one of a running process (an export under way) stays.
+    """
+    from .uploads import process_start
+
+    now = time.time() if now is None else now
+    removed = []
+    for path in Path(folder).iterdir():
+        export, probe = _EXPORT_TEMP.match(path.name), _PROBE_TEMP.match(path.name)
+        if not (export or probe):
+            continue
+        try:
+            old = now - path.lstat().st_mtime > STALE_TEMP_SECONDS
+            if not old and (probe or process_start(int(export.group(1))) is not None):
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    if removed:
+        log.info("Removed %d stale temporary file(s) from %s", len(removed), folder)
+    return removed
+
+
 def _model_key(model: nn.Module, size: tuple[int, int]) -> str:
     """A name for an export that changes when any weight does (weights hashed: no stale exports)."""
     h = hashlib.sha256(f"{type(model).__name__}{size}{torch.__version__}{EXPORT_FORMAT}".encode())
@@ -242,6 +278,9 @@ def onnx_model(
             pass
     except OSError:  # a read-only home: export into a temporary folder for this process
         folder = Path(tempfile.mkdtemp(prefix="tumorlib-onnx-"))
+    if folder not in _SWEPT:  # once per process: what an export killed halfway left behind
+        _SWEPT.add(folder)
+        remove_stale_temp(folder)
     key = _model_key(model, size)
     fp32 = folder / f"{key}.onnx"
     if not fp32.is_file():

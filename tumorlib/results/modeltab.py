@@ -21,7 +21,7 @@ from ..modelcard import split_front_matter
 from ..tables import paper_table1, per_class_table
 from .files import ResultsError, load_metrics
 from .sentences import headline
-from .values import format_pct, number, reliability, section
+from .values import conformal_level, format_pct, number, reliability, section
 
 __all__ = ["ModelInfo", "model_facts", "model_info", "read_bundle_metrics"]
 
@@ -124,6 +124,9 @@ def model_facts(
     temp = number(tumorlib_section.get("temperature"))
     if temp is not None:
         rows.append(("Calibration", f"temperature scaling, T = {temp:.3g}"))
+    sets = section(tumorlib_section, "conformal")
+    if sets:
+        rows.append(("Prediction sets", _sets_fact(sets, metrics)))
     weights = section(tumorlib_section, "files", _WEIGHTS_NAME)
     if weights:
         nbytes = number(weights.get("bytes"))
@@ -150,6 +153,19 @@ def model_facts(
     rows.append(("Source", f"`{source}`"))
     body = "\n".join(f"| {key} | {cell} |" for key, cell in rows)
     return "| | |\n|---|---|\n" + body
+
+
+def _sets_fact(stored: Mapping, metrics: Mapping | None) -> str:
+    """The facts table's cell for the bundle's conformal prediction sets (thresholds from config.json)."""
+    try:  # ResultsError is a ValueError: a malformed section must not hide the rest of the Model tab
+        levels = ", ".join(f"{100 * float(key):g}%" for key in sorted(section(stored, "levels"), key=float))
+        measured = number(conformal_level(metrics or {}, 0.95, mondrian=True).get("coverage"))
+    except (TypeError, ValueError):
+        return "unreadable conformal thresholds or figures"
+    how = "a threshold per class" if stored.get("method", "mondrian") == "mondrian" else "one threshold"
+    n = stored.get("n")
+    text = f"{levels}, {how}" + (f", fitted on {n} out-of-fold slices" if n else "")
+    return text + (f"; the 95% set holds the true class on {format_pct(measured)} (measured)" if measured else "")
 
 
 def _gate_fact(gate_config: Mapping) -> str:

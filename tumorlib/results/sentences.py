@@ -1,5 +1,5 @@
 """What the readers say about the numbers: the headline cards, the paper we compare against, and the
-sentences about the Grad-CAM and tumour-map checks and calibration that several readers print."""
+sentences about the Grad-CAM and tumour-map checks, calibration and prediction sets that several readers print."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from .values import (
     ci_level_text,
     ci_method,
     ci_text,
+    conformal_level,
     cv_summary,
     ece,
     ece_before,
     format_auc,
     format_count,
     format_pct,
+    format_set_size,
     integer,
     macro,
     no_tumour_scores,
@@ -34,6 +36,7 @@ __all__ = [
     "ceiling_sentence",
     "centre_sentence",
     "chance_sentence",
+    "coverage_sentence",
     "ece_sentence",
     "headline",
     "peak_sentence",
@@ -182,3 +185,26 @@ def ece_sentence(metrics: Any) -> str:
     how = f", {bins} equal-width bins" if bins else ""
     text = f"Expected calibration error (top label{how}) on the evaluation set: {format_pct(after)}"
     return text + (f"; before temperature scaling: {format_pct(before)}." if before is not None else ".")
+
+
+def coverage_sentence(metrics: Any, level: float = 0.95) -> str:
+    """How often the prediction sets at ``level`` (per-class thresholds, as the app shows them) held the true
+    class where they were measured, the weakest class's share, and their mean size; empty if not measured."""
+    entry = conformal_level(metrics, level, mondrian=True)
+    covered = number(entry.get("coverage"))
+    if covered is None:
+        return ""
+    where = {
+        "cross-fitted": "on held-out patients, with thresholds fitted without them",
+        "bundle": "on the evaluation set, with the model's own thresholds",
+    }.get(str(entry.get("thresholds")), "on the evaluation set")
+    n = integer(entry.get("n"))
+    text = f"Measured {where}: the {format_pct(level, 0)} set held the true class on {format_pct(covered)}"
+    text += f" of {n:,} slices" if n else " of slices"
+    stored = entry.get("per_class_coverage")
+    shares = {str(k): number(v) for k, v in stored.items()} if isinstance(stored, Mapping) else {}
+    classes = {k: v for k, v in shares.items() if v is not None}
+    if classes:
+        weakest = min(classes, key=classes.__getitem__)
+        text += f" ({weakest.replace('_', ' ')}, the lowest class: {format_pct(classes[weakest])})"
+    return text + f", with {format_set_size(entry.get('mean_set_size'))} classes on average."

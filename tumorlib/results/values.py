@@ -27,6 +27,9 @@ __all__ = [
     "ci_method",
     "ci_text",
     "class_auc",
+    "conformal",
+    "conformal_level",
+    "conformal_scores",
     "confusion_matrix",
     "cv_summary",
     "ece",
@@ -37,6 +40,7 @@ __all__ = [
     "format_interval",
     "format_mean_std",
     "format_pct",
+    "format_set_size",
     "format_share",
     "gate",
     "integer",
@@ -145,6 +149,12 @@ def format_count(value: Any) -> str:
     """``3096`` -> ``"3,096"``; a dash when missing."""
     num = number(value)
     return MISSING if num is None else f"{int(num):,}"
+
+
+def format_set_size(value: Any, digits: int = 2) -> str:
+    """A prediction set's mean size in classes, to two decimals (``1.0656`` -> ``"1.07"``)."""
+    num = number(value)
+    return MISSING if num is None else f"{num:.{digits}f}"
 
 
 def format_share(value: Any) -> str:
@@ -274,6 +284,41 @@ def ece_before(metrics: Any) -> float | None:
 def temperature(metrics: Any) -> float | None:
     """The fitted calibration temperature."""
     return number(value(metrics, "temperature"))
+
+
+def conformal(metrics: Any, mondrian: bool = False) -> list[Mapping]:
+    """The prediction sets as measured, one entry per coverage level in level order (:mod:`tumorlib.conformal`).
+
+    Each holds ``level``, ``coverage``, ``mean_set_size``, ``singleton_share``, ``per_class_coverage`` and
+    ``per_class_set_size`` of the sets made with one threshold over all classes, or with ``mondrian`` those
+    made with one threshold per class (what the app shows), plus ``thresholds`` ("cross-fitted": each
+    fold's slices scored with thresholds fitted on the other folds; "bundle": the model's own), ``score``
+    and ``n``. Empty when the file has no prediction sets.
+    """
+    stored = value(metrics, "conformal")
+    if stored is None:
+        return []
+    if not isinstance(stored, Sequence) or isinstance(stored, str):
+        raise ResultsError(f"conformal is {stored!r:.60}, not a list of levels")
+    out = []
+    for entry in stored:
+        if not isinstance(entry, Mapping) or number(entry.get("level")) is None:
+            raise ResultsError(f"a conformal entry is {entry!r:.60}, not a level with its figures")
+        figures = section(entry, "mondrian") if mondrian else entry
+        shared = {key: entry.get(key) for key in ("thresholds", "score", "n")}
+        out.append({**{k: v for k, v in figures.items() if k != "mondrian"}, **shared, "level": number(entry["level"])})
+    return sorted(out, key=lambda e: e["level"])
+
+
+def conformal_level(metrics: Any, level: float, mondrian: bool = False) -> Mapping:
+    """The :func:`conformal` entry at ``level`` (0.9, 0.95, 0.99); ``{}`` when it was not measured."""
+    return next((e for e in conformal(metrics, mondrian) if abs(e["level"] - level) < 1e-9), {})
+
+
+def conformal_scores(metrics: Any) -> Mapping:
+    """The comparison of conformal scores at equal coverage (``chosen``, ``how``, ``rows`` of ``score``,
+    ``target``, ``coverage``, ``mean_set_size``): why the plain score is used."""
+    return section(metrics, "conformal_scores")
 
 
 def reliability(metrics: Any, calibrated: bool = True) -> list[Mapping]:
