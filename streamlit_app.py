@@ -220,11 +220,9 @@ def header(view: View, section: str) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def section_overview(view: View) -> None:
-    metrics = view.metrics
-    header(view, "Overview")
-    headline = results.headline(metrics)
-    for column, card in zip(st.columns(len(headline)), headline, strict=True):
+def headline_cards(values: list[dict]) -> None:
+    """A row of headline cards (dicts as :func:`tumorlib.results.headline` gives them), the interval below."""
+    for column, card in zip(st.columns(len(values)), values, strict=True):
         column.metric(
             card["label"],
             card["value"],
@@ -234,6 +232,17 @@ def section_overview(view: View) -> None:
             help=card["help"],
             border=True,
         )
+
+
+def section_overview(view: View) -> None:
+    metrics = view.metrics
+    header(view, "Overview")
+    headline_cards(results.headline(metrics))
+    per_patient = results.patient_headline(metrics)
+    if per_patient:  # where the data carries patient ids: one answer per patient, beside the slices'
+        st.subheader("Per patient")
+        headline_cards(per_patient)
+        st.caption(dashboard.patient_caption(metrics))
     no_tumour_caveat(metrics)
 
     st.subheader("Compared with the paper")
@@ -262,24 +271,14 @@ def section_overview(view: View) -> None:
 def section_confusion(view: View) -> None:
     metrics = view.metrics
     header(view, "Confusion matrices")
-    folds = results.folds(metrics)
-    pooled = "All folds pooled" if folds else "All test slices"
-    scopes = [pooled, *(f"Fold {index}" for index in range(1, len(folds) + 1))]
-    scope = st.radio("Predictions", scopes, horizontal=True, key="cm_scope")
-    source = metrics if scope == pooled else folds[scopes.index(scope) - 1]
+    scopes = dashboard.confusion_scopes(metrics)  # all slices, per patient (where stored), each fold
+    scope = st.radio("Predictions", list(scopes), horizontal=True, key="cm_scope")
     left, right = st.columns(2)
     with left:
-        chart(figures.confusion_matrix_figure(source, title=f"{scope}: counts"), "cm_counts")
+        chart(scopes[scope](False), "cm_counts")
     with right:
-        chart(
-            figures.confusion_matrix_figure(source, normalized=True, title=f"{scope}: share of each true class"),
-            "cm_norm",
-        )
-    st.caption(
-        "Rows are the true class, columns the predicted class; the diagonal holds the correct predictions. "
-        "Hover a cell for its count and its share of the true class."
-        + (" Pooled: every slice predicted once, by the fold model that did not train on its patient." if folds else "")
-    )
+        chart(scopes[scope](True), "cm_norm")
+    st.caption(dashboard.confusion_caption(metrics, scope))
     no_tumour_caveat(metrics)
 
 

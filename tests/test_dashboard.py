@@ -123,3 +123,26 @@ def test_prediction_set_charts_and_caption_only_where_measured():
     without = {k: v for k, v in stored.items() if k != "conformal"}
     assert "Prediction-set coverage" not in dashboard.run_figures(without, None)
     assert dashboard.conformal_caption(without) == ""
+
+
+def test_confusion_scopes_add_the_patients_where_stored():
+    root = Path(__file__).resolve().parent.parent
+    stored = json.loads((root / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+    scopes = dashboard.confusion_scopes(stored)
+    assert list(scopes) == ["All folds pooled", "Per patient", *(f"Fold {k}" for k in range(1, 6))]
+    counts = scopes["Per patient"](False)
+    assert counts.layout.title.text == "Per patient: counts"
+    assert [list(row) for row in counts.data[0].z] == stored["patient_level"]["confusion_matrix"][:3]
+    assert scopes["Fold 2"](True).layout.title.text == "Fold 2: share of each true class"
+    assert [list(row) for row in scopes["Fold 2"](False).data[0].z] == stored["folds"][1]["confusion_matrix"]
+    caption = dashboard.confusion_caption(stored, "Per patient")
+    assert "One answer per patient." in caption and dashboard.patient_caption(stored) in caption
+    assert "Pooled: every slice" in dashboard.confusion_caption(stored, "Fold 1")
+    assert "Confusion matrix per patient" in dashboard.run_figures(stored, None)
+    table = dashboard.run_tables(stored, None)["Per patient"]
+    assert list(table["Class"]) == ["glioma", "meningioma", "pituitary"]
+    assert list(table["Patients"]) == [stored["patient_level"]["per_class"][c]["support"] for c in table["Class"]]
+    # A run without answers per patient offers the slices and the folds only.
+    demo = _metrics("tiny-cv")
+    assert list(dashboard.confusion_scopes(demo)) == ["All folds pooled", "Fold 1", "Fold 2"]
+    assert "Per patient" not in dashboard.run_tables(demo, None) and dashboard.patient_caption(demo) == ""

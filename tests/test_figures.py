@@ -169,3 +169,24 @@ def test_prediction_set_figures_from_the_stored_levels():
     assert list(sizes.data[1].y) == [entry["mean_set_size"], *entry["per_class_set_size"].values()]
     for empty in (figures.coverage_figure({}), figures.set_size_figure({"labels": LABELS})):
         assert not empty.data and "No prediction sets" in empty.layout.annotations[0].text
+
+
+def test_patient_confusion_figure_has_rows_only_for_classes_with_patients():
+    import json
+
+    from .conftest import ROOT
+
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+    counts = stored["patient_level"]["confusion_matrix"]
+    fig = figures.patient_confusion_figure(stored)
+    heatmap = fig.data[0]
+    # no_tumor images carry no patient id: no row of their own, but a column (a patient called no tumour).
+    assert list(heatmap.y) == ["glioma", "meningioma", "pituitary"] and list(heatmap.x) == stored["labels"]
+    assert np.array(heatmap.z).tolist() == counts[:3]
+    assert fig.layout.title.text == "Confusion matrix per patient (patients)"
+    assert fig.data[0].colorbar.title.text == "Patients" and len(fig.layout.annotations) == 12
+    shares = figures.patient_confusion_figure(stored, normalized=True, title="Per patient: shares")
+    expected = np.array([[c / sum(row) for c in row] for row in counts[:3]])
+    assert np.array(shares.data[0].z) == pytest.approx(expected)
+    assert shares.layout.title.text == "Per patient: shares"
+    assert len(figures.patient_confusion_figure(make_metrics()).data) == 0  # no answers per patient: says so

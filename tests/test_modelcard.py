@@ -304,3 +304,42 @@ def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(
     # Figures without thresholds: the card says no sets are returned; neither: no section at all.
     assert "carries no conformal thresholds" in model_card(config4, metrics)
     assert "## Prediction sets" not in model_card(config4, fake_metrics(LABELS4))
+
+
+def test_the_per_patient_paragraph_and_its_fold_spread(config4):
+    from tumorlib.patients import fold_summary, patient_level
+
+    from .conftest import numbers_of
+
+    rng = np.random.default_rng(5)
+    n = 120
+    y = rng.integers(0, 4, n)
+    probs = rng.dirichlet(np.ones(4), n)
+    probs[np.arange(n), y] += rng.uniform(0, 1.5, n)
+    probs /= probs.sum(axis=1, keepdims=True)
+    # Tumour slices in patients of 4 slices; the no-tumour images without a patient id.
+    groups = [f"nt/dup:{i}.jpg" if y[i] == 3 else f"figshare/{i // 4}" for i in range(n)]
+    metrics = compute_metrics(y, probs, LABELS4, groups, n_bootstrap=50)
+    section = patient_level(y, probs, LABELS4, groups, n_bootstrap=50)
+    metrics["patient_level"] = section
+    folds = [{**fake_metrics(LABELS4, seed=s, n_bootstrap=0), "patient_level": {"accuracy": a}} for s, a in
+             enumerate((0.9, 0.8, 0.85))]  # fmt: skip
+    metrics["cv_summary"] = {**summarize_folds(folds), "patient_level": fold_summary(folds)}
+    card = model_card(config4, metrics)
+    body = card.split("---\n", 2)[2]
+    paragraph = body.split("**Per patient.** ", 1)[1].split("\n\n", 1)[0]
+    assert paragraph.startswith("One answer per patient") and f"of {section['n']} patients" in paragraph
+    assert f"{section['accuracy'] * 100:.1f}% of" in paragraph
+    assert f"{section['vote']['accuracy'] * 100:.1f}%" in paragraph
+    for label in LABELS3:
+        stats = section["per_class"][label]
+        if stats["support"]:
+            assert f"| `{label}` | {stats['recall'] * 100:.1f}% | {stats['support']} |" in body
+    assert "| `no_tumor` | " not in body.split("Recall per patient", 1)[1]  # no patients: no row
+    spread = metrics["cv_summary"]["patient_level"]["accuracy"]
+    assert f"| Accuracy per patient | {spread['mean'] * 100:.1f} ± {spread['std'] * 100:.1f}% |" in body
+    allowed = {f"{100 * v:.1f}" for v in numbers_of(metrics)}
+    assert not [p for p in re.findall(r"(\d+\.\d)(?:%| ±|–)", body) if p not in allowed]
+    # Without the section the card has no paragraph per patient.
+    del metrics["patient_level"]
+    assert "**Per patient.**" not in model_card(config4, metrics)

@@ -58,3 +58,27 @@ def test_patient_level_section(tmp_path):
     # Without any patient id there is nothing to report per patient.
     assert patient_level([0], [[1.0, 0, 0]], LABELS, ["nt/dup:x"]) is None
     assert has_patient_id("figshare/MR040240") and not has_patient_id("br35h_sartaj/dup:br35h_sartaj/no_tumor/1.jpg")
+
+
+def test_the_section_says_which_slices_it_pooled_and_scores_them_one_by_one():
+    from tumorlib.patients import CHECKED, EVERY_SLICE, OUT_OF_FOLD
+
+    groups, y = ["figshare/1", "figshare/1", "figshare/2"], [0, 0, 1]
+    probs = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]]
+    assert patient_level(y, probs, LABELS, groups, n_bootstrap=0)["accepted"] == EVERY_SLICE
+    checked = patient_level(y, probs, LABELS, groups, [True, False, True], n_bootstrap=0)
+    assert checked["accepted"] == CHECKED and checked["slice_accuracy"] == 1.0  # the refused slice is not scored
+    s = patient_level(y, probs, LABELS, groups, accepted_note=OUT_OF_FOLD, n_bootstrap=0)
+    assert s["accepted"] == OUT_OF_FOLD and s["slice_accuracy"] == pytest.approx(2 / 3)
+    assert s["accuracy"] == 1.0 and s["accuracy_ci"] == [None, None]  # patient 1: mean [.5, .4, .1]
+
+
+def test_fold_summary_needs_every_fold():
+    from tumorlib.patients import fold_summary
+
+    folds = [{"patient_level": {"accuracy": a}} for a in (0.9, 0.8, 1.0)]
+    summary = fold_summary(folds)
+    assert summary["n_folds"] == 3 and summary["accuracy"]["mean"] == pytest.approx(0.9)
+    assert summary["accuracy"]["std"] == pytest.approx(np.std([0.9, 0.8, 1.0], ddof=1))
+    assert fold_summary([*folds, {}]) is None and fold_summary([]) is None
+    assert fold_summary(folds[:1])["accuracy"] == {"mean": 0.9, "std": 0.0}

@@ -104,3 +104,17 @@ def test_import_pulls_in_neither_app_framework():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_report_answers_per_patient_where_the_run_has_patients():
+    import html
+
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text(encoding="utf-8"))
+    page = report.html_report(stored, "Shipped")
+    part = page.split("<h2>Per patient</h2>", 1)[1].split("<h2>", 1)[0]
+    section = stored["patient_level"]
+    assert f'<div class="value">{results.format_pct(section["accuracy"])}</div>' in part
+    assert html.escape(results.patient_sentence(stored)) in part
+    assert "Recall per patient" in part and f"<td>{section['per_class']['glioma']['support']}</td>" in part
+    assert "Confusion matrix per patient (patients)" in page
+    assert "<h2>Per patient</h2>" not in report.html_report(make_metrics(), "No patients")

@@ -413,3 +413,48 @@ def test_model_facts_name_the_prediction_sets_only_when_the_bundle_has_them():
         f"the 95% set holds the true class on {coverage} (measured) |" in facts
     )
     assert "Prediction sets" not in model_facts("default", "models/default", _config(), {}, None)
+
+
+def _with_patients() -> dict:
+    """make_metrics with a patient_level section from hand-made slices: 3 patients, one refused slice."""
+    from tumorlib.patients import patient_level
+
+    groups = ["figshare/1", "figshare/1", "figshare/2", "figshare/3", "figshare/3", "nt/dup:a.jpg"]
+    probs = [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05], [0.7, 0.2, 0.1]]
+    section = patient_level([0, 0, 1, 2, 2, 0], probs, LABELS, groups, [True] * 4 + [False, True], n_bootstrap=50)
+    return {**make_metrics(), "patient_level": section}
+
+
+def test_patient_level_accessor_sentence_and_cards():
+    stored = _with_patients()
+    section = results.patient_level(stored)
+    assert section["n"] == 3 and results.patient_level(make_metrics()) == {}
+    text = results.patient_sentence(stored)
+    lo, hi = section["accuracy_ci"]
+    assert text.startswith("One answer per patient (the class with the highest mean probability")
+    assert f"right for {section['accuracy'] * 100:.1f}% of 3 patients (95% CI {lo * 100:.1f}–{hi * 100:.1f}" in text
+    assert f"against {section['slice_accuracy'] * 100:.1f}% for their 5 slices one by one" in text
+    assert f"a majority vote of the slices is right for {section['vote']['accuracy'] * 100:.1f}%" in text
+    assert "The slices of 1 of the 3 patients do not all give the same class." in text
+    assert (
+        "Slices pooled: slices the not-an-MRI check accepts. Left out, refused by the not-an-MRI check: 1 slice."
+        in text
+    )
+    assert "Scored one by one, apart: the 1 image without a patient id, 100.0% right." in text
+    assert results.patient_sentence(make_metrics()) == "" and results.patient_headline(make_metrics()) == []
+    cards = {card["label"]: card for card in results.patient_headline(stored)}
+    assert list(cards) == ["Accuracy per patient", "Majority vote", "Same slices, one by one", "Patients"]
+    assert cards["Accuracy per patient"]["value"] == results.format_pct(section["accuracy"])
+    assert cards["Accuracy per patient"]["ci"] == f"95% CI {results.ci_text(section['accuracy_ci'])}"
+    assert cards["Majority vote"]["value"] == results.format_pct(section["vote"]["accuracy"])
+    assert cards["Same slices, one by one"]["value"] == results.format_pct(section["slice_accuracy"])
+    assert cards["Patients"]["value"] == "3" and cards["Patients"]["ci"] == "1 mixed"
+
+
+def test_the_shipped_models_patient_sentence_reads_its_own_numbers():
+    stored = _shipped_metrics()
+    section = results.patient_level(stored)
+    text = results.patient_sentence(stored)
+    assert f"right for {section['accuracy'] * 100:.1f}% of {section['n']} patients" in text
+    assert "no check on out-of-fold predictions" in text
+    assert f"apart: the {section['without_patient_id']['n']:,} images without a patient id" in text

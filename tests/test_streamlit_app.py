@@ -470,3 +470,34 @@ def test_roc_and_calibration_plots_the_prediction_sets_where_measured(app, tmp_p
     assert _array(coverage["data"][0]["y"]) == pytest.approx([e["mondrian"]["coverage"] for e in metrics["conformal"]])
     assert [trace["name"] for trace in sizes["data"]] == ["90% sets", "95% sets", "99% sets"]
     assert "Cross-fitted" in _texts(at.caption)
+
+
+def test_overview_and_confusion_matrices_answer_per_patient_where_stored(app, tmp_path):
+    """The demo run with its patient_level section written by train.patients from its predictions.csv."""
+    from train.patients import cli as patients_cli
+
+    root = tmp_path / "results"
+    shutil.copytree(DEMO / "tiny-cv", root / "tiny-cv")
+    assert patients_cli([str(root / "tiny-cv")]) == 0
+    metrics = _metrics("tiny-cv", root)
+    section = metrics["patient_level"]
+    at = app(root).run()
+    assert not at.exception
+    cards = {metric.label: metric for metric in at.metric}
+    assert list(cards)[5:] == ["Accuracy per patient", "Majority vote", "Same slices, one by one", "Patients"]
+    lo, hi = section["accuracy_ci"]
+    assert cards["Accuracy per patient"].value == _pct(section["accuracy"])
+    assert cards["Accuracy per patient"].delta == f"95% CI {lo * 100:.1f}–{hi * 100:.1f}"
+    assert cards["Majority vote"].value == _pct(section["vote"]["accuracy"])
+    assert cards["Patients"].value == str(section["n"])
+    assert f"of {section['n']} patients" in _texts(at.caption)
+
+    at = _show(at, "Confusion matrices")
+    scope = at.radio(key="cm_scope")
+    assert scope.options == ["All folds pooled", "Per patient", "Fold 1", "Fold 2"]
+    scope.set_value("Per patient").run()
+    counts, _ = _specs(at)
+    assert _title(counts) == "Per patient: counts"
+    rows = [row for row in section["confusion_matrix"] if sum(row)]
+    assert [_array(row) for row in counts["data"][0]["z"]] == rows
+    assert "One answer per patient." in _texts(at.caption)

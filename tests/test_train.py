@@ -216,6 +216,29 @@ def test_evaluate_returns_the_schema(cv_run, tmp_path):
     assert m["localiser"]["n"] == m["cam"]["n"] == 24 and m["localiser"]["no_tumor"]["n"] == 8
 
 
+def test_the_trainer_and_evaluate_answer_per_patient(cv_run, tmp_path):
+    from tumorlib.patients import CHECKED, OUT_OF_FOLD
+
+    patients = {r.group for r in read_datasets([FIGSHARE])}
+    pooled = json.loads((cv_run / "metrics.json").read_text())
+    # Out of fold: no verdicts of the check (it is fitted on the final model), every slice pooled.
+    section = pooled["patient_level"]
+    assert section["accepted"] == OUT_OF_FOLD and section["n"] == len(patients) and section["n_slices"] == 24
+    assert section["without_patient_id"]["n"] == 8 and sum(map(sum, section["confusion_matrix"])) == len(patients)
+    fold_accuracy = [f["patient_level"]["accuracy"] for f in pooled["folds"]]
+    assert sum(f["patient_level"]["n"] for f in pooled["folds"]) == len(patients)
+    assert pooled["cv_summary"]["patient_level"]["accuracy"]["mean"] == pytest.approx(sum(fold_accuracy) / 2)
+    # Evaluated as served: the bundle's check decides which slices each patient's answer pools.
+    out = tmp_path / "m.json"
+    assert evaluate_cli.cli(["--model", str(cv_run), "--data", str(FIGSHARE), "--data", str(FOLDERS), "--out",
+                             str(out), "--no-cam", "--no-progress", "--bootstrap", "100"]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    served = m["patient_level"]
+    assert served["accepted"] == CHECKED and served["n_slices"] == 24
+    assert served["n"] + served["unanswered"] == len(patients)
+    assert served["refused_slices"] <= round(m["gate"]["refused_fraction"] * m["gate"]["n"])
+
+
 def test_cam_report_states_the_chance_levels(tiny_bundle):
     """Beside the pointing game: what a heatmap peaked at the image centre and a flat one would score."""
     import cv2

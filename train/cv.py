@@ -18,6 +18,7 @@ from tumorlib.calibration import crossfit_probabilities, fit_temperature, softma
 from tumorlib.data import Record
 from tumorlib.fileio import load_json, save_json
 from tumorlib.inference import Classifier
+from tumorlib.patients import fold_summary
 from tumorlib.splits import make_folds
 from tumorlib.torchdata import SliceDataset
 from tumorlib.transforms import create_transform
@@ -212,6 +213,9 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
     folds = [load_json(run_dir / f"fold{f}" / "metrics.json") for f in range(k)]
     pooled["folds"] = folds
     pooled["cv_summary"] = M.summarize_folds(folds)
+    per_patient = fold_summary(folds)
+    if per_patient is not None:
+        pooled["cv_summary"]["patient_level"] = per_patient
     if all(f.get("precision") == "fp32" for f in folds):
         pooled["precision"] = "fp32"
     cams = [f["cam"] for f in folds if f.get("cam") and f["cam"].get("n")]

@@ -22,6 +22,7 @@ from tumorlib import metrics as M
 from tumorlib.calibration import crossfit_probabilities, fit_temperature, softmax
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import load_json, save_json
+from tumorlib.patients import OUT_OF_FOLD, patient_level
 
 
 def read_folds(run: Path) -> tuple[list[str], list[dict[str, dict]]]:
@@ -72,6 +73,9 @@ def ensemble(runs: list[Path]) -> dict:
         "method": "temperature scaling, cross-fitted across folds",
         "fold_temperatures": fold_temps,
     }
+    per_patient = patient_level(y, probs, labels, groups, accepted_note=OUT_OF_FOLD)
+    if per_patient is not None:
+        report["patient_level"] = per_patient
     report["members"] = [str(run) for run in runs]
     report["how"] = "mean of the members' out-of-fold softmax probabilities, slice by slice"
     return report

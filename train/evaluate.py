@@ -4,8 +4,10 @@
 
 Without ``--model`` it evaluates the bundled model (``models/default``). The model runs through
 :class:`tumorlib.Classifier` (the apps' decoder, transform, precision and temperature), so these
-numbers describe what a user gets. For a bundle with conformal thresholds, the ``conformal`` section
-measures its prediction sets' coverage with those thresholds (``"thresholds": "bundle"``).
+numbers describe what a user gets. Where the data carries patient ids, ``patient_level`` gives one
+answer per patient (:mod:`tumorlib.patients`, over the slices the check accepts). For a bundle with
+conformal thresholds, the ``conformal`` section measures its prediction sets' coverage with those
+thresholds (``"thresholds": "bundle"``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tumorlib.errors import DatasetError, NotBrainMRIError, TumorlibError
 from tumorlib.fileio import atomic_write_text, save_json
 from tumorlib.gate import has_gate
 from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier
+from tumorlib.patients import patient_level
 from tumorlib.runtime import VARIANTS
 from tumorlib.splits import train_val_split
 
@@ -230,11 +233,24 @@ def main(args: argparse.Namespace) -> dict:
     if clf.conformal is not None and len(records):
         # The bundle's own thresholds: an honest coverage on data they were not fitted on (an external set).
         metrics["conformal"] = conformal.evaluate(probs, out["labels"], clf.conformal, "bundle")
+    gated = has_gate(clf) and out["checked"].all()
     if has_gate(clf):
-        if out["checked"].all():
+        if gated:
             metrics["gate"] = gate_report(out["refused"])
         else:
             print("warning: no gate figures: this model's gate statistics could not be used", file=sys.stderr)
+    # One answer per patient as the app gives it: the slices the check refuses take no part.
+    per_patient = patient_level(
+        out["labels"],
+        probs,
+        clf.labels,
+        [r.group for r in records],
+        ~out["refused"] if gated else None,
+        accepted_note=None if gated else "every slice (no usable not-an-MRI check in this model)",
+        n_bootstrap=args.bootstrap,
+    )
+    if per_patient is not None:
+        metrics["patient_level"] = per_patient
     masked = [i for i, r in enumerate(records) if r.mask_path is not None or r.kind == "mat"]
     if masked and not args.no_cam:
         if args.cam_max:

@@ -20,6 +20,7 @@ from tumorlib.calibration import softmax
 from tumorlib.data import Record
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.inference import check_bf16
+from tumorlib.patients import OUT_OF_FOLD, patient_level
 
 from .config import architecture_args, data_config
 
@@ -76,9 +77,16 @@ def read_predictions(path: Path, labels: list[str]) -> dict:
 def fold_metrics(
     logits: np.ndarray, y: np.ndarray, groups: list[str], labels: list[str], probs: np.ndarray | None = None
 ) -> dict:
-    """The metrics.json figures of a set of logits (``probs``: calibrated probabilities, if fitted)."""
+    """The metrics.json figures of a set of logits (``probs``: calibrated probabilities, if fitted), with the
+    answers per patient where the slices carry patient ids (every slice pooled: held-out predictions of
+    training carry no verdicts of the not-an-MRI check)."""
     uncal = softmax(logits)
-    return M.compute_metrics(y, uncal if probs is None else probs, labels, groups, probs_uncalibrated=uncal)
+    served = uncal if probs is None else probs
+    metrics = M.compute_metrics(y, served, labels, groups, probs_uncalibrated=uncal)
+    per_patient = patient_level(y, served, labels, groups, accepted_note=OUT_OF_FOLD)
+    if per_patient is not None:
+        metrics["patient_level"] = per_patient
+    return metrics
 
 
 def resolved_config(args: argparse.Namespace) -> dict:

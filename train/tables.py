@@ -93,6 +93,12 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
         if paper:
             row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else NOT_TRANSCRIBED)
         rows.append(row)
+        if key == "accuracy" and any(results.patient_level(m) for m in runs.values()):
+            row = ["accuracy per patient (of n patients; their slices one by one)"]
+            for m in runs.values():
+                spread = results.section(m, "cv_summary", "patient_level").get("accuracy")
+                row += [_patient_cell(m), format_mean_std(spread)]
+            rows.append([*row, MISSING] if paper else row)  # the paper scores slices only
     lines = [*_table(header, rows), ""]
 
     header = ["class (one-vs-rest accuracy; recall / precision)"]
@@ -168,6 +174,9 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     header = ["metric (95% CI, patient bootstrap)", *(f"`{name}`" for name in runs)]
     rows: list[list[str]] = [["slices / patients", *(f"{m.get('n')} / {m.get('n_groups')}" for m in runs.values())]]
     rows.append(["accuracy", *(format_interval(m.get("accuracy"), m.get("accuracy_ci")) for m in runs.values())])
+    rows.append(
+        ["accuracy per patient (of n patients; their slices one by one)", *(_patient_cell(m) for m in runs.values())]
+    )
     for key in ("precision", "recall", "specificity", "f1"):
         cells = [format_interval(results.macro(m).get(key), results.macro(m).get(f"{key}_ci")) for m in runs.values()]
         rows.append([f"macro {key}", *cells])
@@ -190,6 +199,17 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
         rows.append([f"gate: {short} refused", *(_gate_cell(results.section(m, "gate", key)) for m in runs.values())])
     rows = [r for r in rows if any(cell != MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
     return "\n".join(_table(header, rows))
+
+
+def _patient_cell(m: Mapping) -> str:
+    """Accuracy of the answers per patient with its interval, of how many patients, and of their slices."""
+    stored = results.patient_level(m)
+    if number(stored.get("accuracy")) is None:
+        return MISSING
+    text = f"{format_interval(stored['accuracy'], stored.get('accuracy_ci'))} of {format_count(stored.get('n'))}"
+    # Beside the same slices one by one: the slice accuracy above also counts the images without a patient id.
+    slices = number(stored.get("slice_accuracy"))
+    return text if slices is None else f"{text} (slices: {format_pct(slices)})"
 
 
 def _ece(m: Mapping) -> str:

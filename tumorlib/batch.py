@@ -38,8 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import pipeline, uploads
-from .decode import MAX_FILE_BYTES, decode_bytes, decode_image, describe
+from .decode import MAX_FILE_BYTES, decode_bytes, decode_image
 from .errors import ImageError, TumorlibError, user_message
+from .pixels import describe
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -29,6 +29,8 @@ __all__ = [
     "calibration_cards",
     "cam_caption",
     "conformal_caption",
+    "confusion_caption",
+    "confusion_scopes",
     "discover_runs",
     "explanation_cards",
     "figure_html",
@@ -39,6 +41,7 @@ __all__ = [
     "localiser_cards",
     "missing_results_message",
     "overlay_path",
+    "patient_caption",
     "pending_runs",
     "png_export_problem",
     "read_config",
@@ -202,6 +205,8 @@ def run_figures(metrics: Mapping, history: pd.DataFrame | None) -> dict[str, Cal
         "ROC curves": lambda: figures.roc_figure(metrics),
         "Reliability diagram": lambda: figures.reliability_figure(metrics),
     }
+    if results.patient_level(metrics).get("confusion_matrix"):
+        charts["Confusion matrix per patient"] = lambda: figures.patient_confusion_figure(metrics)
     if results.conformal(metrics):
         charts["Prediction-set coverage"] = lambda: figures.coverage_figure(metrics)
         charts["Prediction-set size"] = lambda: figures.set_size_figure(metrics)
@@ -222,6 +227,9 @@ def run_tables(metrics: Mapping, predictions: pd.DataFrame | None) -> dict[str, 
     folds = tables.fold_table(metrics)
     if folds is not None:
         out["Cross-validation folds"] = folds
+    per_patient = tables.patient_table(metrics)
+    if per_patient is not None:
+        out["Per patient"] = per_patient
     checks = tables.checks_table(metrics)
     if checks is not None:
         out["Other checks"] = checks
@@ -390,6 +398,50 @@ def localiser_caption(metrics: Mapping) -> str:
     peak, q_peak, q_n = number(loc.get("peak")), number(quiet.get("peak")), results.integer(quiet.get("n"))
     if peak is not None and q_peak is not None and q_n:
         text += f" Mean peak {peak:.2f} on tumour slices and {q_peak:.2f} on {q_n:,} no-tumour slices."
+    return text
+
+
+def patient_caption(metrics: Mapping) -> str:
+    """What the answers per patient are and how they were pooled; empty without them."""
+    return results.patient_sentence(metrics)
+
+
+def confusion_scopes(metrics: Mapping) -> dict[str, Callable[[bool], go.Figure]]:
+    """The confusion matrices a run offers, by name: all slices, per patient (where stored), each fold.
+
+    Each builds its figure (counts, or with ``True`` the share of each true class) only when asked for.
+    """
+
+    def titled(scope: str, normalized: bool) -> str:
+        return f"{scope}: share of each true class" if normalized else f"{scope}: counts"
+
+    folds = results.folds(metrics)
+    pooled = "All folds pooled" if folds else "All test slices"
+    scopes: dict[str, Callable[[bool], go.Figure]] = {
+        pooled: lambda normalized: figures.confusion_matrix_figure(metrics, normalized, titled(pooled, normalized))
+    }
+    if results.patient_level(metrics).get("confusion_matrix"):
+        scopes["Per patient"] = lambda normalized: figures.patient_confusion_figure(
+            metrics, normalized, titled("Per patient", normalized)
+        )
+    for index, fold in enumerate(folds, 1):
+        name = f"Fold {index}"
+        scopes[name] = lambda normalized, fold=fold, name=name: figures.confusion_matrix_figure(
+            fold, normalized, titled(name, normalized)
+        )
+    return scopes
+
+
+def confusion_caption(metrics: Mapping, scope: str) -> str:
+    """How to read the confusion matrices of ``scope`` (a name of :func:`confusion_scopes`)."""
+    text = (
+        "Rows are the true class, columns the predicted class; the diagonal holds the correct predictions. "
+        "Hover a cell for its count and its share of the true class."
+    )
+    if scope == "Per patient":
+        return f"{text} One answer per patient. {results.patient_sentence(metrics)}"
+    if results.folds(metrics):
+        text += " Pooled: every slice predicted once, by the fold model that did not train on its patient."
     return text
 
 

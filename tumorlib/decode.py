@@ -21,13 +21,14 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .dicom import decode_dicom
 from .errors import (
     CorruptImageError,
     EmptyImageError,
@@ -38,6 +39,7 @@ from .errors import (
     TumorlibError,
     UnsupportedFormatError,
 )
+from .pixels import alpha_top, apply_orientation, check_array, check_size, composite, describe, finish, layout
 from .shrink import (
     BUDGET,
     MAX_SIDE,
@@ -64,18 +66,7 @@ SUPPORTED_FORMATS = "JPEG, PNG, TIFF, BMP, WebP, GIF (one frame) or DICOM"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: What :func:`sniff` reads of a file: enough for every signature it knows (DICOM's is at 128, HDF5's at 512).
 _HEAD_BYTES = 1024
-#: DICOM elements larger than this (the pixel data) are read only when asked for, from the open file.
-_DICOM_DEFER = "256 KB"
-#: An object's repr in an exception's text (``<_io.BytesIO object at 0x7f...>``): never shown to a user.
-_OBJECT_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")
-
 log = logging.getLogger(__name__)
-
-
-def describe(err: BaseException) -> str:
-    """An exception's text fit for a message: object reprs (with their heap addresses) and line breaks removed."""
-    text = _OBJECT_REPR.sub("the file", str(err))
-    return re.sub(r"\s+", " ", text).strip() or type(err).__name__
 
 
 def decode_image(
@@ -91,7 +82,7 @@ def decode_image(
     :class:`tumorlib.errors.ImageError` with a message fit to show a user.
     """
     if isinstance(source, Image.Image):
-        _check_size(source.width, source.height, max_pixels, min_side)
+        check_size(source.width, source.height, max_pixels, min_side)
         return _from_pil(source, min_side)
     if isinstance(source, np.ndarray):
         return _from_array(source, max_pixels, min_side)
@@ -153,7 +144,7 @@ def _decode_stream(file: BinaryIO, head: bytes, name: str, max_pixels: int, min_
         raise UnsupportedFormatError(f"{what}is {kind}, not an image. Please upload {SUPPORTED_FORMATS}.")
     try:
         if kind == "dicom":
-            return _decode_dicom(file, max_pixels, min_side)
+            return decode_dicom(file, max_pixels, min_side)
         if kind == "tiff":
             return _decode_tiff(file, max_pixels, min_side)
         return _decode_pil(file, what, max_pixels, min_side)
@@ -195,18 +186,6 @@ def _looks_like_text(head: bytes) -> bool:
     return printable / len(text) > 0.95
 
 
-def _check_size(width: int, height: int, max_pixels: int, min_side: int) -> None:
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-            f"images over {max_pixels / 1e6:.0f} megapixels are refused."
-        )
-    if min(width, height) < min_side:
-        raise ImageTooSmallError(
-            f"The image is {width} x {height} pixels; an MRI slice needs at least {min_side} pixels a side."
-        )
-
-
 # --------------------------------------------------------------------------- Pillow's formats
 
 #: Bytes per pixel Pillow holds for an image of each mode (multi-band modes take 4).
@@ -246,7 +225,7 @@ def _decode_pil(file: BinaryIO, what: str, max_pixels: int, min_side: int) -> np
         except (OSError, SyntaxError, ValueError) as err:
             raise CorruptImageError(f"{what}could not be read as an image ({describe(err)}).") from None
     with im:
-        _check_size(im.width, im.height, max_pixels, min_side)  # header only: nothing decoded yet
+        check_size(im.width, im.height, max_pixels, min_side)  # header only: nothing decoded yet
         if getattr(im, "n_frames", 1) > 1 and im.format != "MPO":  # MPO: camera JPEG + preview
             raise MultiFrameError(
                 f"{what}is an animation or multi-page image ({im.n_frames} frames); upload a single slice."
@@ -267,9 +246,9 @@ def _decode_pil(file: BinaryIO, what: str, max_pixels: int, min_side: int) -> np
                 raise CorruptImageError(f"{what}is damaged or truncated ({describe(err)}).") from None
             factor = factor_for(im.width, im.height)
             if factor == 1:  # small, or a JPEG its draft brought within MAX_SIDE
-                return _finish(_apply_orientation(_pil_to_array(im), orientation), min_side)
+                return finish(apply_orientation(_pil_to_array(im), orientation), min_side)
             reduced = reduce_strips(_pil_strips(im, factor), im.width, im.height, factor)
-            return _finish(_apply_orientation(reduced, orientation), min_side, owned=True)
+            return finish(apply_orientation(reduced, orientation), min_side, owned=True)
 
 
 def _pil_strips(im: Image.Image, factor: int) -> Strips:
@@ -287,9 +266,9 @@ def _from_pil(im: Image.Image, min_side: int) -> np.ndarray:
     factor = factor_for(im.width, im.height)
     with BUDGET.reserve(_pil_estimate(im, factor)):
         if factor == 1:
-            return _finish(_pil_to_array(im), min_side)
+            return finish(_pil_to_array(im), min_side)
         check_reduced(im.width, im.height, factor, min_side)
-        return _finish(reduce_strips(_pil_strips(im, factor), im.width, im.height, factor), min_side, owned=True)
+        return finish(reduce_strips(_pil_strips(im, factor), im.width, im.height, factor), min_side, owned=True)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -318,87 +297,18 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
 # --------------------------------------------------------------------------- number arrays
 
 
-def _layout(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
-    """``arr`` as (H, W) or (H, W, C) with C in 2-4, numbers only, within the size limits (no copy made)."""
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ImageError(f"An image array must hold numbers, not {arr.dtype}.")
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channels first, as torch keeps them
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))):
-        shape = arr.shape if arr.ndim != 3 else (*arr.shape[:2], arr.shape[2] - (arr.shape[2] in (2, 4)))
-        raise ImageError(f"An image array must be (H, W), (H, W, C) or (C, H, W); got shape {shape}.")
-    _check_size(arr.shape[1], arr.shape[0], max_pixels, min_side)
-    return arr
-
-
-def _alpha_top(arr: np.ndarray) -> float | None:
-    """What full opacity is in ``arr``'s last channel, if it has alpha: its type's maximum, or for floats
-    the channel's own maximum (at least 1)."""
-    if not (arr.ndim == 3 and arr.shape[2] in (2, 4)):
-        return None
-    if np.issubdtype(arr.dtype, np.integer):
-        return float(np.iinfo(arr.dtype).max)
-    return max(float(arr[..., -1].max()), 1.0)
-
-
-def _composite(arr: np.ndarray, top: float | None = None) -> np.ndarray:
-    """Colour over black by the alpha channel, if there is one ((H, W, 2) -> (H, W); (H, W, 4) -> (H, W, 3))."""
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):  # with alpha: composite over black
-        alpha = arr[..., -1:].astype(np.float32)
-        if top is None:
-            top = _alpha_top(arr)
-        arr = arr[..., :-1].astype(np.float32) * (alpha / top)
-        if arr.shape[2] == 1:
-            arr = arr[..., 0]
-    return arr
-
-
-def _check_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
-    return _composite(_layout(arr, max_pixels, min_side))
-
-
 def _from_array(arr: np.ndarray, max_pixels: int, min_side: int) -> np.ndarray:
-    arr = _layout(arr, max_pixels, min_side)
+    arr = layout(arr, max_pixels, min_side)
     height, width = arr.shape[:2]
     channels = 1 if arr.ndim == 2 or arr.shape[2] == 2 else 3
     factor = factor_for(width, height)
     with BUDGET.reserve(estimate(0, width, height, channels, factor)):
         if factor == 1:
-            return _finish(_composite(arr), min_side)
+            return finish(composite(arr), min_side)
         check_reduced(width, height, factor, min_side)
-        top = _alpha_top(arr)
-        reduced = reduce_strips(array_strips(arr, lambda a: _composite(a, top), factor), width, height, factor)
-        return _finish(reduced, min_side, owned=True)
-
-
-def _finish(arr: np.ndarray, min_side: int, owned: bool = False) -> np.ndarray:
-    """Rescale to float32 in [0, 1] by the image's own range; non-finite values count as its minimum.
-
-    ``owned``: ``arr`` is a float32 array nobody else holds, rescaled in place instead of copied.
-    """
-    if min(arr.shape[:2]) < min_side:
-        raise ImageTooSmallError(
-            f"The image is {arr.shape[1]} x {arr.shape[0]} pixels; an MRI slice needs at least {min_side} a side."
-        )
-    out = arr if owned and arr.dtype == np.float32 else arr.astype(np.float32, copy=True)
-    finite = np.isfinite(out)
-    if not finite.all():
-        if not finite.any():
-            raise CorruptImageError("The image holds no finite pixel values.")
-        out[~finite] = out[finite].min()
-    del finite
-    lo, hi = float(out.min()), float(out.max())
-    if hi > lo:
-        out -= lo
-        out *= 1.0 / (hi - lo)
-    else:
-        out[...] = 0.0
-    return np.clip(out, 0.0, 1.0, out=out)
+        top = alpha_top(arr)
+        reduced = reduce_strips(array_strips(arr, lambda a: composite(a, top), factor), width, height, factor)
+        return finish(reduced, min_side, owned=True)
 
 
 # --------------------------------------------------------------------------- TIFF
@@ -415,7 +325,7 @@ def _decode_tiff(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
             page = pages.first
             width, height = page.imagewidth, page.imagelength
             if width * height > max_pixels or min(width, height) < min_side:
-                _check_size(width, height, max_pixels, min_side)
+                check_size(width, height, max_pixels, min_side)
             photometric = int(page.photometric)
             orientation = page.tags.valueof(274, 1)
             extra = len(page.extrasamples) if page.extrasamples else 0
@@ -425,7 +335,7 @@ def _decode_tiff(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
             if factor == 1:
                 with BUDGET.reserve(estimate(native, width, height, min(samples, 3), 1)):
                     arr = page.asarray()
-                    return _finish(_tiff_pixels(arr, photometric, orientation, extra, max_pixels, min_side), min_side)
+                    return finish(_tiff_pixels(arr, photometric, orientation, extra, max_pixels, min_side), min_side)
             check_reduced(width, height, factor, min_side)
             rows = _tiff_rows(tif, page, file)
             with BUDGET.reserve(estimate(0 if rows else native, width, height, min(samples, 3), factor)):
@@ -454,11 +364,11 @@ def _tiff_pixels(
         arr = _cmyk_to_rgb(arr)
         extra = 0
     if extra and arr.ndim == 3 and arr.shape[2] in (2, 4):
-        pass  # alpha handled by _check_array
+        pass  # alpha handled by check_array
     elif arr.ndim == 3 and arr.shape[2] > 3:
         arr = arr[..., :3]
-    arr = _apply_orientation(arr, orientation)
-    return _check_array(arr, max_pixels, min_side)
+    arr = apply_orientation(arr, orientation)
+    return check_array(arr, max_pixels, min_side)
 
 
 def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
@@ -526,7 +436,7 @@ def _tiff_reduced(
             return _cmyk_to_rgb(piece)
         values = piece
         if alpha:
-            values = _composite(piece, top)
+            values = composite(piece, top)
         elif values.ndim == 3 and values.shape[2] > 3:
             values = values[..., :3]
         if photometric == 0:  # MINISWHITE: only the order matters, the rescale does the rest
@@ -538,109 +448,4 @@ def _tiff_reduced(
             yield first, convert(read(first, min(height, first + rows_per)))
 
     reduced = reduce_strips(strips, width, height, factor)
-    return _finish(_apply_orientation(reduced, orientation), min_side, owned=True)
-
-
-def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply a TIFF/EXIF orientation tag (1-8) to an (H, W[, C]) array."""
-    ops = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: np.swapaxes(a, 0, 1),
-        6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
-        8: lambda a: np.rot90(a, 1),
-    }
-    op = ops.get(int(orientation or 1))
-    return np.ascontiguousarray(op(arr)) if op else arr
-
-
-# --------------------------------------------------------------------------- DICOM
-
-
-def _decode_dicom(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
-    # pydicom parses elements lazily, so a damaged header can raise almost anything (BytesLengthException,
-    # NotImplementedError for an unknown VR, ...) at any attribute access, not only in dcmread.
-    try:
-        return _read_dicom(file, max_pixels, min_side)
-    except (TumorlibError, MemoryError):
-        raise
-    except Exception as err:  # noqa: BLE001 - see above
-        raise CorruptImageError(f"The DICOM file could not be read ({type(err).__name__}: {describe(err)}).") from None
-
-
-def _read_dicom(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
-    import pydicom
-
-    # The pixel data is read from the file only when pixel_array asks for it.
-    ds = pydicom.dcmread(file, force=True, defer_size=_DICOM_DEFER)
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise CorruptImageError("The DICOM file holds no image (it has no Pixel Data element).")
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        raise CorruptImageError("The DICOM file lacks the Rows/Columns of its image.") from None
-    _check_size(cols, rows, max_pixels, min_side)
-    if frames > 1:
-        raise MultiFrameError(f"The DICOM file holds {frames} frames; export the one slice to classify.")
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    item = max(1, int(getattr(ds, "BitsAllocated", 16) or 16) // 8)
-    factor = factor_for(cols, rows)
-    if factor > 1:
-        check_reduced(cols, rows, factor, min_side)
-    # The file's pixel bytes and the array made of them; unreduced, three float64 copies while windowing.
-    native = 2 * rows * cols * samples * item + (24 * rows * cols if factor == 1 and samples == 1 else 0)
-    with BUDGET.reserve(estimate(native, cols, rows, 3 if samples >= 3 else 1, factor)):
-        try:
-            arr = ds.pixel_array
-        except Exception as err:  # noqa: BLE001 - pydicom raises many types for codecs and bad lengths
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            name = getattr(syntax, "name", syntax) or "unknown"
-            log.info("DICOM pixel data not decoded (%s): %s", name, describe(err))
-            raise CorruptImageError(
-                f"The DICOM pixel data could not be decoded (transfer syntax: {name}): it is damaged, or "
-                "compressed in a way this server cannot read. Export the slice uncompressed or as PNG."
-            ) from None
-        # Colour comes back as RGB already: pydicom 3 converts YBR_FULL/_422 itself and the JPEG 2000
-        # decoders undo YBR_RCT/ICT, while the dataset keeps its YBR tag. Converting again ruined colours.
-        photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-        if factor == 1:
-            if arr.ndim == 2:
-                arr = _dicom_window(ds, arr)
-                if photometric == "MONOCHROME1":  # 0 is white
-                    arr = arr.max() - arr
-            return _finish(_check_array(arr, max_pixels, min_side), min_side)
-        arr = _layout(arr, max_pixels, min_side)
-        top = _alpha_top(arr)
-
-        def convert(piece: np.ndarray) -> np.ndarray:
-            return _dicom_window(ds, piece) if piece.ndim == 2 else _composite(piece, top)
-
-        reduced = reduce_strips(array_strips(arr, convert, factor), cols, rows, factor)
-        if reduced.ndim == 2 and photometric == "MONOCHROME1":
-            reduced = reduced.max() - reduced
-        return _finish(reduced, min_side, owned=True)
-
-
-def _dicom_window(ds, arr: np.ndarray) -> np.ndarray:
-    """Apply the rescale slope/intercept, then the stored window, if any, as a viewer would."""
-    arr = arr.astype(np.float64)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    arr = arr * slope + intercept
-    center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
-    try:
-        center, width = float(_first(center)), float(_first(width))
-    except (TypeError, ValueError, IndexError):
-        return arr
-    if width <= 1:
-        return arr
-    lo, hi = center - width / 2, center + width / 2
-    return np.clip(arr, lo, hi)
-
-
-def _first(value):
-    """The first of a multi-valued DICOM element, or the value itself."""
-    return value[0] if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else value
+    return finish(apply_orientation(reduced, orientation), min_side, owned=True)

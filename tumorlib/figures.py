@@ -27,6 +27,7 @@ __all__ = [
     "confusion_matrix_figure",
     "coverage_figure",
     "history_figure",
+    "patient_confusion_figure",
     "per_class_figure",
     "reliability_figure",
     "roc_figure",
@@ -105,38 +106,68 @@ def confusion_matrix_figure(metrics: Mapping, normalized: bool = False, title: s
     if counts is None:
         return _empty_figure(title, "No confusion matrix in this results file")
     shares = results.confusion_matrix(metrics, normalized=True)
+    return _confusion_heatmap(counts, shares, labels, labels, title, normalized, "Slices")
+
+
+def patient_confusion_figure(metrics: Mapping, normalized: bool = False, title: str | None = None) -> go.Figure:
+    """The confusion matrix over patients (one answer per patient, :mod:`tumorlib.patients`); rows only for
+    the true classes that have patients (images without a patient id are scored apart)."""
+    labels = results.labels(metrics)
+    stored = results.patient_level(metrics).get("confusion_matrix")
+    what = "share of each true class" if normalized else "patients"
+    title = title or f"Confusion matrix per patient ({what})"
+    k = len(labels)
+    if not k or not isinstance(stored, list) or len(stored) != k or any(len(row) != k for row in stored):
+        return _empty_figure(title, "No answers per patient in this results file")
+    rows = [i for i, row in enumerate(stored) if sum(row)]
+    if not rows:
+        return _empty_figure(title, "No patient was answered")
+    counts = [stored[i] for i in rows]
+    return _confusion_heatmap(counts, None, [labels[i] for i in rows], labels, title, normalized, "Patients")
+
+
+def _confusion_heatmap(
+    counts: Sequence[Sequence[int]],
+    shares: Sequence[Sequence[float]] | None,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    title: str,
+    normalized: bool,
+    unit: str,
+) -> go.Figure:
+    """A confusion heatmap (rows true, columns predicted) with count and row share in each cell."""
     if shares is None:
-        # Row shares are only a display of the stored counts; derive them when an older file lacks them.
+        # Row shares are only a display of the stored counts; derive them when the file lacks them.
         shares = [[c / sum(row) if sum(row) else 0.0 for c in row] for row in counts]
     z = shares if normalized else counts
     peak = max((max(row) for row in z), default=0) or 1
     hover = [
         [
-            f"True: {labels[i]}<br>Predicted: {labels[j]}<br>Count: {counts[i][j]:,}<br>"
-            f"{format_pct(shares[i][j])} of true {labels[i]}"
-            for j in range(len(labels))
+            f"True: {rows[i]}<br>Predicted: {columns[j]}<br>Count: {counts[i][j]:,}<br>"
+            f"{format_pct(shares[i][j])} of true {rows[i]}"
+            for j in range(len(columns))
         ]
-        for i in range(len(labels))
+        for i in range(len(rows))
     ]
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=labels,
-            y=labels,
+            x=list(columns),
+            y=list(rows),
             text=hover,
             hovertemplate="%{text}<extra></extra>",
             colorscale=_HEATMAP_SCALE,
             zmin=0,
             zmax=1 if normalized else None,
             colorbar={
-                "title": {"text": "Row share" if normalized else "Slices"},
+                "title": {"text": "Row share" if normalized else unit},
                 "tickformat": ".0%" if normalized else ",",
             },
         )
     )
-    _style(fig, title, "Predicted class", "True class", height=max(420, 110 * len(labels) + 140))
-    for i, true in enumerate(labels):
-        for j, pred in enumerate(labels):
+    _style(fig, title, "Predicted class", "True class", height=max(420, 110 * len(rows) + 140))
+    for i, true in enumerate(rows):
+        for j, pred in enumerate(columns):
             # Light text on the dark cells keeps every annotation readable.
             dark = z[i][j] / peak > 0.55
             fig.add_annotation(

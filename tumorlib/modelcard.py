@@ -359,6 +359,9 @@ def _results_section(metrics: Mapping | None, labels: list[str], split: Any) -> 
             "Confusion matrix (rows: true class, columns: predicted):\n\n"
             + _table(["True \\ predicted", *(f"`{label}`" for label in cm_labels)], rows)
         )
+    per_patient = _patient_part(metrics)
+    if per_patient:
+        parts.append(per_patient)
     return "\n\n".join(parts)
 
 
@@ -372,6 +375,7 @@ def _cv_table(summary: Mapping) -> str:
         ("Macro recall (sensitivity)", ("macro", "recall")),
         ("Macro specificity", ("macro", "specificity")),
         ("Macro F1", ("macro", "f1")),
+        ("Accuracy per patient", ("patient_level", "accuracy")),
     ):
         spread = results.section(summary, *path)
         if number(spread.get("mean")) is not None and number(spread.get("std")) is not None:
@@ -382,6 +386,22 @@ def _cv_table(summary: Mapping) -> str:
     return f"Across the {folds} cross-validation folds (mean ± sample std of the per-fold figures):\n\n" + _table(
         ["Metric", "Mean ± std"], rows
     )
+
+
+def _patient_part(metrics: Mapping) -> str:
+    """**Per patient**: how often the answer per patient is right, and its recall per class over patients."""
+    sentence = results.patient_sentence(metrics)
+    if not sentence:
+        return ""
+    stored = results.section(results.patient_level(metrics), "per_class")
+    rows = []
+    for label in results.labels(metrics):
+        entry = results.section(stored, label)
+        support = integer(entry.get("support"))
+        if support:  # a class without patient ids (the no-tumour collections) has no row
+            rows.append((f"`{label}`", format_pct(entry.get("recall")), str(support)))
+    table = "\n\n" + _table(["Class", "Recall per patient", "Patients"], rows) if rows else ""
+    return f"**Per patient.** {sentence}{table}"
 
 
 def _calibration_section(config: Mapping, metrics: Mapping | None) -> str:

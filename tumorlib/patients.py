@@ -5,13 +5,16 @@ check accepts (the class with the highest mean). The majority vote of the slices
 beside it (ties go to the tied class with the higher mean probability). Slices the check refuses
 take no part; a patient all of whose slices are refused gets no answer and is counted apart.
 
+Out-of-fold predictions carry no verdicts of the check (it is fitted on the final model): there every
+slice is pooled, and the section's ``accepted`` says which slices were.
+
 Only real patient ids are pooled: images without one (the no-tumour collections, grouped only as
 near-duplicates) are scored per image and reported apart, never as fake patients. No UI toolkit here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,15 @@ from .metrics import bootstrap_ci, confusion_matrix
 
 AGGREGATION = "mean of calibrated probabilities over the slices the not-an-MRI check accepts"
 VOTE = "majority vote of the slices' classes (ties: the higher mean probability)"
+#: How a patient's answer is drawn from the slices it pools (which slices: the section's ``accepted``).
+MEAN = "mean of the slices' probabilities; the class with the highest mean"
+
+#: The section's ``accepted``: which slices were pooled.
+CHECKED = "slices the not-an-MRI check accepts"
+EVERY_SLICE = "every slice"
+#: Held-out predictions of training (folds, a validation split) carry no verdicts: the check is fitted
+#: on the final model, after them.
+OUT_OF_FOLD = "every slice (no check on out-of-fold predictions: the check is fitted on the final model)"
 
 
 @dataclass
@@ -95,6 +107,7 @@ def patient_level(
     groups: Sequence[str],
     accepted: Any = None,
     *,
+    accepted_note: str | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict | None:
@@ -102,7 +115,9 @@ def patient_level(
 
     Accuracy with its bootstrap interval over patients, recall per class, the confusion matrix over
     patients, how many patients have mixed slice answers, the majority vote's accuracy beside the mean's,
-    and the images without a patient id scored per image, apart.
+    the accuracy of the same slices one by one (``slice_accuracy``), and the images without a patient id
+    scored per image, apart. ``accepted_note`` says which slices
+    were pooled (default: :data:`CHECKED` with ``accepted``, :data:`EVERY_SLICE` without).
     """
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -127,7 +142,8 @@ def patient_level(
     }
     section: dict[str, Any] = {
         "unit": "patient",
-        "aggregation": AGGREGATION,
+        "aggregation": MEAN,
+        "accepted": accepted_note or (EVERY_SLICE if accepted is None else CHECKED),
         "n": len(answered),
         "n_slices": int(with_id.sum()),
         "refused_slices": int((~ok[idx]).sum()),
@@ -137,6 +153,9 @@ def patient_level(
         "confusion_matrix": cm.tolist(),
         "ci": {"level": 0.95, "method": "percentile bootstrap", "unit": "patient", "resamples": n_bootstrap},
     }
+    pooled = idx[ok[idx]]
+    # The same slices scored one by one: the like-for-like figure to read the patients' accuracy against.
+    section["slice_accuracy"] = float((p[pooled].argmax(axis=1) == y[pooled]).mean()) if len(pooled) else None
     if len(answered):
         section["accuracy"], section["accuracy_ci"] = _accuracy_with_ci(truth, mean_pred, n_bootstrap, seed)
         vote_acc, vote_ci = _accuracy_with_ci(truth, vote_pred, n_bootstrap, seed)
@@ -151,3 +170,16 @@ def patient_level(
             "how": "images without a patient id (collections of single slices), scored per image, not pooled",
         }
     return section
+
+
+def fold_summary(folds: Sequence[Any]) -> dict | None:
+    """Mean and sample std (ddof=1; 0 for one fold) of the folds' accuracy per patient; None unless every
+    fold has one (a mean over some folds would read as one over all)."""
+    values = [
+        (fold.get("patient_level") or {}).get("accuracy") if isinstance(fold, Mapping) else None for fold in folds
+    ]
+    if not values or any(v is None for v in values):
+        return None
+    xs = np.asarray(values, dtype=np.float64)
+    std = float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
+    return {"n_folds": len(xs), "accuracy": {"mean": float(xs.mean()), "std": std}}

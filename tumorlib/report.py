@@ -15,9 +15,15 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from . import results
-from .figures import confusion_matrix_figure, history_figure, reliability_figure, roc_figure
-from .results import MISSING, NO_TUMOUR_CAVEAT, PAPER_CAVEAT, headline, no_tumour_labels
-from .tables import checks_table, fold_table, paper_table1, paper_table2, per_class_table
+from .figures import (
+    confusion_matrix_figure,
+    history_figure,
+    patient_confusion_figure,
+    reliability_figure,
+    roc_figure,
+)
+from .results import MISSING, NO_TUMOUR_CAVEAT, PAPER_CAVEAT, headline, no_tumour_labels, patient_headline
+from .tables import checks_table, fold_table, paper_table1, paper_table2, patient_table, per_class_table
 
 __all__ = ["html_report"]
 
@@ -57,9 +63,9 @@ def _figure_html(fig: go.Figure) -> str:
     return f'<div class="figure">{div}</div>'
 
 
-def _cards_html(metrics: Mapping) -> str:
+def _cards_html(values: list[dict]) -> str:
     cards = []
-    for card in headline(metrics):
+    for card in values:
         esc = {key: html.escape(str(value)) for key, value in card.items()}
         cards.append(
             f'<div class="card" title="{esc["help"]}"><div class="label">{esc["label"]}</div>'
@@ -74,7 +80,13 @@ def html_report(metrics: Mapping, title: str, history: pd.DataFrame | None = Non
     method = results.ci_method(metrics)
     if method:
         sections.append(f'<p class="muted">Intervals: {results.ci_level_text(metrics)}% CI, {html.escape(method)}.</p>')
-    sections.append(_cards_html(metrics))
+    sections.append(_cards_html(headline(metrics)))
+    per_patient = patient_headline(metrics)
+    if per_patient:  # one answer per patient, beside the slices' figures
+        sections.append("<h2>Per patient</h2>")
+        sections.append(_cards_html(per_patient))
+        sections.append(f'<p class="caption">{html.escape(results.patient_sentence(metrics))}</p>')
+        sections.append(_table_html(patient_table(metrics)))
 
     sections.append("<h2>Comparison with the paper</h2>")
     sections.append(_table_html(paper_table1(metrics)))
@@ -98,6 +110,8 @@ def html_report(metrics: Mapping, title: str, history: pd.DataFrame | None = Non
     sections.append("<h2>Confusion matrices</h2>")
     sections.append(_figure_html(confusion_matrix_figure(metrics)))
     sections.append(_figure_html(confusion_matrix_figure(metrics, normalized=True)))
+    if per_patient:
+        sections.append(_figure_html(patient_confusion_figure(metrics)))
     sections.append("<h2>Discrimination and calibration</h2>")
     sections.append(_figure_html(roc_figure(metrics)))
     sections.append(_figure_html(reliability_figure(metrics)))

@@ -40,6 +40,7 @@ __all__ = [
     "fold_table",
     "paper_table1",
     "paper_table2",
+    "patient_table",
     "per_class_display",
     "per_class_table",
     "recipe_of",
@@ -161,14 +162,18 @@ _FOLD_COLUMNS = (
 
 
 def fold_table(metrics: Mapping) -> pd.DataFrame | None:
-    """One row per cross-validation fold plus the mean ± std row; None for a single run."""
+    """One row per cross-validation fold plus the mean ± std row (with the accuracy per patient where the
+    folds have it); None for a single run."""
     folds = results.folds(metrics)
     if not folds:
         return None
+    columns = _FOLD_COLUMNS
+    if any(results.patient_level(fold) for fold in folds):
+        columns = (*columns, ("Accuracy per patient", "patient_level", "accuracy"))
     records = []
     for index, fold in enumerate(folds, start=1):
         record = {"Fold": str(index)}
-        for column, group, key in _FOLD_COLUMNS:
+        for column, group, key in columns:
             source = results.section(fold, group) if group else fold
             record[column] = format_pct(source.get(key))
         record["n"] = format_count(fold.get("n"))
@@ -176,11 +181,26 @@ def fold_table(metrics: Mapping) -> pd.DataFrame | None:
     # The summary row comes from cv_summary as evaluation wrote it, never averaged here.
     cv = results.cv_summary(metrics)
     summary = {"Fold": "Mean ± std"}
-    for column, group, key in _FOLD_COLUMNS:
+    for column, group, key in columns:
         summary[column] = format_mean_std((results.section(cv, group) if group else cv).get(key))
     summary["n"] = MISSING
     records.append(summary)
     return pd.DataFrame.from_records(records)
+
+
+def patient_table(metrics: Mapping) -> pd.DataFrame | None:
+    """Recall per patient of each true class that has patients (one answer per patient), with the count of
+    patients; None when the file has no answers per patient."""
+    stored = results.patient_level(metrics)
+    if not stored:
+        return None
+    records = []
+    for label in results.labels(metrics):
+        entry = results.section(stored, "per_class", label)
+        support = results.integer(entry.get("support"))
+        if support:  # classes without patient ids (scored per image) have no row
+            records.append({"Class": label, "Recall per patient": format_pct(entry.get("recall")), "Patients": support})
+    return pd.DataFrame.from_records(records, columns=["Class", "Recall per patient", "Patients"])
 
 
 _COMPARISON_ROWS = (

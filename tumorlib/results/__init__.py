@@ -4,10 +4,11 @@
 ``roc``, ``ci``), cross-validation (``folds``, ``cv_summary``), calibration (``ece``, ``temperature``,
 ``reliability``, ``calibration``), the conformal prediction sets (``conformal``, ``conformal_scores``),
 the Grad-CAM and tumour-map checks against tumour masks (``cam``, ``localiser``, each with its chance
-level under ``baseline``) and the not-an-MRI gate (``gate``). Every
-other reader (the tables, figures and HTML report, the model card, the dashboard, the README tables, the
-app) reaches those sections through the accessors here and prints their numbers with the formatters
-here, so a number reads the same everywhere and a schema change is made in one place.
+level under ``baseline``), the not-an-MRI gate (``gate``) and one answer per patient
+(``patient_level``). Every other reader (the tables, figures and HTML report, the model card, the
+dashboard, the README tables, the app) reaches those sections through the accessors here and prints
+their numbers with the formatters here, so a number reads the same everywhere and a schema change is
+made in one place.
 
 - :mod:`.files`: loading the files, with clear errors.
 - :mod:`.values`: the sections and their numbers, checked (:func:`number`) and formatted.
@@ -74,6 +75,7 @@ _EXPORTS = {
     "no_tumour_labels": "values",
     "no_tumour_scores": "values",
     "number": "values",
+    "patient_level": "values",
     "per_class": "values",
     "reliability": "values",
     "roc_curve": "values",
@@ -89,6 +91,8 @@ _EXPORTS = {
     "chance_sentence": "sentences",
     "ece_sentence": "sentences",
     "headline": "sentences",
+    "patient_headline": "sentences",
+    "patient_sentence": "sentences",
     "peak_sentence": "sentences",
     "pointing_sentence": "sentences",
     "ModelInfo": "modeltab",
@@ -133,6 +137,8 @@ if TYPE_CHECKING:
         coverage_sentence,
         ece_sentence,
         headline,
+        patient_headline,
+        patient_sentence,
         peak_sentence,
         pointing_sentence,
     )
@@ -179,6 +185,7 @@ if TYPE_CHECKING:
         no_tumour_labels,
         no_tumour_scores,
         number,
+        patient_level,
         per_class,
         reliability,
         roc_curve,
@@ -250,6 +257,9 @@ __all__ = [
     "no_tumour_labels",
     "no_tumour_scores",
     "number",
+    "patient_headline",
+    "patient_level",
+    "patient_sentence",
     "peak_sentence",
     "per_class",
     "pointing_sentence",

@@ -10,6 +10,7 @@ from .values import (
     auc_ci_text,
     baseline,
     ceiling,
+    ci_level,
     ci_level_text,
     ci_method,
     ci_text,
@@ -25,7 +26,9 @@ from .values import (
     macro,
     no_tumour_scores,
     number,
+    patient_level,
     reliability,
+    section,
     value,
 )
 
@@ -39,6 +42,8 @@ __all__ = [
     "coverage_sentence",
     "ece_sentence",
     "headline",
+    "patient_headline",
+    "patient_sentence",
     "peak_sentence",
     "pointing_sentence",
 ]
@@ -116,6 +121,46 @@ def headline(metrics: Mapping) -> list[dict]:
             "value": evaluated,
             "ci": "",
             "help": "Test-set size. The split is by patient: no patient is in both train and test.",
+        },
+    ]
+
+
+def patient_headline(metrics: Mapping) -> list[dict]:
+    """The cards of the answers per patient, as :func:`headline`'s: accuracy with its interval, the majority
+    vote's, the same slices one by one, how many patients; none when the file has no answers per patient."""
+    stored = patient_level(metrics)
+    n = integer(stored.get("n"))
+    if number(stored.get("accuracy")) is None or not n:
+        return []
+    level = ci_level_text(stored)
+    bounds = ci_text(stored.get("accuracy_ci"))
+    mixed = integer(stored.get("mixed")) or 0
+    return [
+        {
+            "label": "Accuracy per patient",
+            "value": format_pct(stored["accuracy"]),
+            "ci": f"{level}% CI {bounds}" if bounds else "",
+            "help": "Share of patients whose answer (the class with the highest mean probability over their "
+            f"slices) is right. Interval: {level}% CI (percentile bootstrap over patients).",
+        },
+        {
+            "label": "Majority vote",
+            "value": format_pct(value(stored, "vote", "accuracy")),
+            "ci": "",
+            "help": "Share of patients whose slices' most frequent class is right (ties: the higher mean probability).",
+        },
+        {
+            "label": "Same slices, one by one",
+            "value": format_pct(stored.get("slice_accuracy")),
+            "ci": "",
+            "help": f"Accuracy of the {format_count(stored.get('n_slices'))} slices of these patients, each "
+            "scored on its own.",
+        },
+        {
+            "label": "Patients",
+            "value": f"{n:,}",
+            "ci": f"{mixed:,} mixed",
+            "help": "Patients answered; mixed: patients whose slices do not all give the same class.",
         },
     ]
 
@@ -208,3 +253,48 @@ def coverage_sentence(metrics: Any, level: float = 0.95) -> str:
         weakest = min(classes, key=classes.__getitem__)
         text += f" ({weakest.replace('_', ' ')}, the lowest class: {format_pct(classes[weakest])})"
     return text + f", with {format_set_size(entry.get('mean_set_size'))} classes on average."
+
+
+def patient_sentence(metrics: Any) -> str:
+    """How often the answer per patient is right, beside the same slices one by one and a majority vote;
+    empty when the file has no answers per patient."""
+    stored = patient_level(metrics)
+    accuracy, n = number(stored.get("accuracy")), integer(stored.get("n"))
+    if accuracy is None or not n:
+        return ""
+    text = (
+        "One answer per patient (the class with the highest mean probability over the patient's slices) is right "
+        f"for {format_pct(accuracy)} of {n:,} patients"
+    )
+    bounds = ci_text(stored.get("accuracy_ci"))
+    if bounds:
+        level = ci_level(stored)
+        text += f" ({format_pct(0.95 if level is None else level, 0)} CI {bounds}, patient bootstrap)"
+    slices, n_slices = number(stored.get("slice_accuracy")), integer(stored.get("n_slices"))
+    if slices is not None:
+        text += f", against {format_pct(slices)} for their {format_count(n_slices)} slices one by one"
+    vote = number(value(stored, "vote", "accuracy"))
+    if vote is not None:
+        text += f"; a majority vote of the slices is right for {format_pct(vote)}"
+    text += "."
+    mixed = integer(stored.get("mixed"))
+    if mixed is not None:
+        text += f" The slices of {mixed:,} of the {n:,} patients do not all give the same class."
+    text += f" Slices pooled: {stored.get('accepted') or 'every slice'}."
+    refused, unanswered = integer(stored.get("refused_slices")), integer(stored.get("unanswered"))
+    if refused:
+        text += f" Left out, refused by the not-an-MRI check: {_count(refused, 'slice')}"
+        text += f"; without an answer, every slice refused: {_count(unanswered, 'patient')}." if unanswered else "."
+    apart = section(stored, "without_patient_id")
+    apart_n, apart_accuracy = integer(apart.get("n")), number(apart.get("accuracy"))
+    if apart_n and apart_accuracy is not None:
+        text += (
+            f" Scored one by one, apart: the {_count(apart_n, 'image')} without a patient id, "
+            f"{format_pct(apart_accuracy)} right."
+        )
+    return text
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 slice``, ``2,393 slices``."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

@@ -53,6 +53,7 @@ __all__ = [
     "no_tumour_labels",
     "no_tumour_scores",
     "number",
+    "patient_level",
     "per_class",
     "reliability",
     "roc_curve",
@@ -354,6 +355,14 @@ def ceiling(check: Any) -> tuple[float, int, int] | None:
     if best is None or not isinstance(grid, Sequence) or isinstance(grid, str) or len(grid) != 2:
         return None
     return best, grid[0], grid[1]
+
+
+def patient_level(metrics: Any) -> Mapping:
+    """One answer per patient (:mod:`tumorlib.patients`): ``n`` patients, ``accuracy`` and ``accuracy_ci``,
+    ``per_class`` recall and support, ``confusion_matrix`` over patients, ``mixed``, ``vote``, the same
+    slices one by one (``slice_accuracy``), which slices were pooled (``accepted``) and the images without
+    a patient id (``without_patient_id``); ``{}`` when the data carried no patient ids."""
+    return section(metrics, "patient_level")
 
 
 def no_tumour_scores(check: Any) -> Mapping:
