@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from train.spacefiles import lazy_table, runtime_nodes
+
 from .conftest import ROOT
 
 PACKAGES = ("tumorlib", "train")
@@ -32,32 +34,11 @@ def _sources(entries) -> dict[str, Path]:
     return out
 
 
-def _lazy_exports(init: Path) -> dict[str, str]:
-    """A package's ``_EXPORTS = {name: submodule}`` table (PEP 562 lazy names), if it has one."""
-    for node in ast.parse(init.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    return {}
-
-
-def _runtime_nodes(tree: ast.AST):
-    """Every node but those inside ``if TYPE_CHECKING:`` blocks."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                stack.extend(child.orelse)
-            else:
-                stack.append(child)
-
-
 def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """The modules among ``known`` that module ``name`` imports, at any depth of its code."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -72,7 +53,7 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 if sub in known:
                     found.add(sub)
                 elif target in known and known[target].name == "__init__.py":
-                    lazy = _lazy_exports(known[target]).get(alias.name)
+                    lazy = lazy_table(ast.parse(known[target].read_text(encoding="utf-8"))).get(alias.name)
                     if lazy:
                         found.add(f"{target}.{lazy}")
     # Importing a.b.c runs a and a.b first.

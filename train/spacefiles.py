@@ -101,7 +101,7 @@ def read_pins(path: Path) -> dict[str, str]:
     return pins
 
 
-def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     """Every node but those of ``if TYPE_CHECKING:`` blocks, which never run."""
     stack = [tree]
     while stack:
@@ -124,7 +124,7 @@ def _local_modules(project: Path) -> dict[str, Path]:
     return out
 
 
-def _lazy_table(tree: ast.Module) -> dict[str, str]:
+def lazy_table(tree: ast.Module) -> dict[str, str]:
     """A package's PEP 562 ``_EXPORTS = {name: submodule}`` table, if it has one."""
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_EXPORTS" for t in node.targets):
@@ -149,7 +149,7 @@ def third_party_imports(project: Path, entry: str) -> set[str]:
                 continue
             reached.add(module)
             package = module if local.get(module, Path()).name == "__init__.py" else module.rpartition(".")[0]
-            for node in _runtime_nodes(trees[module]):
+            for node in runtime_nodes(trees[module]):
                 targets: list[str] = []
                 if isinstance(node, ast.Import):
                     targets = [alias.name for alias in node.names]
@@ -170,7 +170,7 @@ def third_party_imports(project: Path, entry: str) -> set[str]:
                     elif parts[0] and parts[0] not in sys.stdlib_module_names and parts[0] != "__future__":
                         found.add(parts[0])
         for module in sorted(reached - {""}):
-            for name, sub in _lazy_table(trees[module]).items():
+            for name, sub in lazy_table(trees[module]).items():
                 if name in names_used and (target := f"{module}.{sub}") in local and target not in reached:
                     todo.append(target)
     return found
