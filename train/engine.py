@@ -7,6 +7,7 @@ Nothing here writes but the run's checkpoint and history: the callers in :mod:`t
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -28,7 +29,7 @@ from tumorlib.transforms import DataConfig, create_transform
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import architecture_args, augment_config, data_config, finetunes, total_epochs
 from .model import Teacher, TrainModel, build_optimizer, lr_factor, make_ema, set_backbone_trainable
-from .runfiles import CHECKPOINT, write_history
+from .runfiles import CHECKPOINT, MAIN_CHECKPOINT, write_history
 
 
 def train_one_epoch(
@@ -313,6 +314,8 @@ def fit(
         if accelerator.is_main_process:
             meta = {"epoch": epoch + 1, "step": step, "history": history, "tag": tag}
             save_checkpoint(ckpt, raw, optimizer, meta, ema=None if ema is None else ema.module)
+            if epoch + 1 == args.epochs and finetunes(args):
+                shutil.copyfile(ckpt, run_dir / MAIN_CHECKPOINT)
             write_history(run_dir / "history.csv", history)
             val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
             print(

@@ -26,6 +26,8 @@ from .config import architecture_args, data_config
 
 #: The training checkpoint of a run or fold folder (model, optimiser, weight average, RNG, history).
 CHECKPOINT = "checkpoint.safetensors"
+# The state at the end of the main schedule, kept when fine-tuning follows: both stages can then be scored.
+MAIN_CHECKPOINT = "checkpoint-main.safetensors"
 HISTORY_COLUMNS = ["epoch", "fold", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
