@@ -92,13 +92,22 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     return "complete"
 
 
-def _fold_model(args, fold_dir: Path, labels: list[str], train_records: list[Record] | None = None) -> TrainModel:
+def fold_model(
+    args,
+    fold_dir: Path,
+    labels: list[str],
+    train_records: list[Record] | None = None,
+    checkpoint: Path | None = None,
+    average: bool | None = None,
+) -> TrainModel:
     """The fold's model as scored (with its training heads; the weight average with ``--model-ema``) from
-    its verified checkpoint, float32, eval mode, with its BatchNorm statistics recalibrated on
-    ``train_records`` when the recipe asks for it (as fit does)."""
+    its verified checkpoint (``checkpoint``, the fold's last by default; ``average`` overrides the recipe's
+    choice of weights), float32, eval mode, with its BatchNorm statistics recalibrated on ``train_records``
+    when the recipe asks for it (as fit does)."""
     net = create_model(args.model, len(labels), None, **architecture_args(args))
     model = TrainModel(net, mask_head=args.mask_loss > 0)
-    own = load_model_state(fold_dir / CHECKPOINT, average=bool(args.model_ema))
+    average = bool(args.model_ema) if average is None else average
+    own = load_model_state(checkpoint or fold_dir / CHECKPOINT, average=average)
     model.load_state_dict({k: v for k, v in own.items() if not k.startswith("hint.")}, strict=False)
     model = model.float().eval()
     if args.recalibrate_bn and train_records:
@@ -121,18 +130,11 @@ def rescore_fold(
     if (metrics.get("precision") == "fp32" and same_bn) or not (fold_dir / CHECKPOINT).exists():
         return
     try:
-        model = _fold_model(args, fold_dir, labels, train_records).model
+        model = fold_model(args, fold_dir, labels, train_records).model
     except CheckpointError as err:
         print(f"warning: {fold_dir.name} keeps its bf16 scores: {err}", file=sys.stderr)
         return
-    data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
-    ds = SliceDataset(test_records, labels, create_transform(data), cache=False)
-    ev = evaluate(
-        model, DataLoader(ds, batch_size=args.batch_size * 2, num_workers=args.workers), accelerator, fp32=True
-    )
-    ordered = [test_records[i] for i in ev["index"]]
-    write_predictions(fold_dir / "predictions.csv", ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
-    rescored = fold_metrics(ev["logits"], ev["labels"], [r.group for r in ordered], labels)
+    rescored = score_fold_model(model, args, fold_dir, test_records, labels, accelerator)
     kept = {key: metrics[key] for key in (("fold", "cam", "localiser") if same_bn else ("fold",)) if key in metrics}
     save_json({**rescored, **kept, "precision": "fp32", "bn_recalibrated": recalibrate}, path)
     print(
@@ -140,6 +142,21 @@ def rescore_fold(
         f"accuracy {metrics['accuracy']:.4f} -> {rescored['accuracy']:.4f}",
         file=sys.stderr,
     )
+
+
+def score_fold_model(
+    model: nn.Module, args, fold_dir: Path, test_records: list[Record], labels: list[str], accelerator
+) -> dict:
+    """Score ``model`` on the fold's held-out patients in float32, as served; writes the fold's
+    ``predictions.csv`` and returns its metrics (without the mask checks)."""
+    data = data_config(args, model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std"))
+    ds = SliceDataset(test_records, labels, create_transform(data), cache=False)
+    ev = evaluate(
+        model, DataLoader(ds, batch_size=args.batch_size * 2, num_workers=args.workers), accelerator, fp32=True
+    )
+    ordered = [test_records[i] for i in ev["index"]]
+    write_predictions(fold_dir / "predictions.csv", ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
+    return fold_metrics(ev["logits"], ev["labels"], [r.group for r in ordered], labels)
 
 
 def fold_checks(
@@ -186,7 +203,7 @@ def add_fold_checks(
     if not want or not (fold_dir / CHECKPOINT).exists():
         return
     try:
-        model = _fold_model(args, fold_dir, labels, train_records)
+        model = fold_model(args, fold_dir, labels, train_records)
     except CheckpointError as err:
         # The fold's predictions and metrics stand; only its checks against the masks are missing.
         print(f"warning: no mask checks for {fold_dir.name}: {err}", file=sys.stderr)
