@@ -588,3 +588,16 @@ def test_cv_pools_cross_fitted_prediction_sets_and_ships_their_thresholds(cv_run
     prediction = Classifier(bundle, device="cpu", variant="fp32").predict(FIGSHARE / "images" / "2384.jpg", check=False)
     assert set(prediction.sets) == set(conformal.LEVELS) and prediction.label in prediction.sets[0.9]
     assert "## Prediction sets" in (cv_run / "README.md").read_text()
+
+
+def test_each_fold_learns_from_the_teacher_that_held_out_its_patients(cv_run, tmp_path, capsys):
+    assert (cv_run / "fold0" / "bundle" / "config.json").is_file()
+    common = ["--data", str(FIGSHARE), "--data", str(FOLDERS), "--folds", "2", "--fold", "0", "--epochs", "1",
+              "--max-steps-per-epoch", "1", "--no-cam", "--output", str(tmp_path), *TINY]  # fmt: skip
+    per_fold = str(cv_run / "fold{fold}" / "bundle")
+    assert train_cli([*common, "--teacher", per_fold, "--name", "kd"]) == 0
+    # another split's teacher (here: another seed's folds) would have seen this fold's patients
+    assert train_cli([*common, "--seed", "1", "--teacher", per_fold, "--name", "leak"]) == 2
+    assert "held out other patients" in capsys.readouterr().err
+    assert train_cli([*common, "--teacher", str(cv_run), "--name", "one"]) == 0
+    assert "one teacher for every fold" in capsys.readouterr().err

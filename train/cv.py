@@ -3,6 +3,8 @@ and the pooled out-of-fold figures; finished folds are rescored or rechecked whe
 
 from __future__ import annotations
 
+import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from tumorlib import metrics as M
 from tumorlib.bundle import create_model, load_bundle, save_bundle
 from tumorlib.calibration import crossfit_probabilities, fit_temperature, softmax
 from tumorlib.data import Record
+from tumorlib.errors import TumorlibError
 from tumorlib.fileio import load_json, save_json
 from tumorlib.inference import Classifier
 from tumorlib.patients import fold_summary
@@ -61,7 +64,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         fold_dir.mkdir(parents=True, exist_ok=True)
         train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
         test_r = [r for r, f in zip(records, folds, strict=True) if f == k]
-        out = fit(train_r, test_r, labels, args, fold_dir, accelerator, f"fold{k}")
+        out = fit(train_r, test_r, labels, fold_args(args, k, test_r), fold_dir, accelerator, f"fold{k}")
         if accelerator.is_main_process:
             ordered = [test_r[i] for i in out["index"]]
             write_predictions(
@@ -90,6 +93,41 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         fit_bundle_gate(run_dir, records, None)
         write_model_card(run_dir, metrics, extra)
     return "complete"
+
+
+def fold_args(args, k: int, test_records: list[Record]):
+    """The recipe for fold ``k``: a ``--teacher`` naming ``{fold}`` becomes that fold's teacher.
+
+    A teacher that trained on the fold's held-out patients would hand the student their answers and make
+    its score meaningless, so a per-fold teacher must come from a cross-validation with the same folds:
+    its ``predictions.csv`` (beside the bundle, as the trainer writes fold folders) must list exactly
+    this fold's patients. A single teacher for every fold gets a warning: it is only fair if it never saw
+    any of the data."""
+    teacher = getattr(args, "teacher", None)
+    if not teacher:
+        return args
+    if "{fold}" not in teacher:
+        print(
+            f"warning: one teacher for every fold ({teacher}): unless it was trained on none of these patients, "
+            "the folds' scores are not those of unseen patients; use a per-fold teacher (PATH/fold{fold}/bundle)",
+            file=sys.stderr,
+        )
+        return args
+    path = Path(teacher.format(fold=k))
+    held_out = path.parent / "predictions.csv"
+    if not held_out.is_file():
+        raise TumorlibError(
+            f"The fold {k} teacher {path} has no {held_out.name} beside it: whom it held out is unknown."
+        )
+    with held_out.open(newline="", encoding="utf-8") as f:
+        theirs = {row["patient"] for row in csv.DictReader(f)}
+    ours = {r.group for r in test_records}
+    if theirs != ours:
+        raise TumorlibError(
+            f"The fold {k} teacher {path} held out other patients than this fold ({len(theirs ^ ours)} differ): "
+            "it must come from a cross-validation with the same data, --folds and --seed."
+        )
+    return argparse.Namespace(**{**vars(args), "teacher": str(path)})
 
 
 def fold_model(

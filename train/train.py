@@ -144,7 +144,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--mask-loss", type=float, default=0.0, help="weight of an auxiliary tumour-mask loss (stride-16 head)"
     )
-    g.add_argument("--teacher", help="bundle folder or Hub id of a trained teacher for knowledge distillation")
+    g.add_argument(
+        "--teacher",
+        help="bundle folder or Hub id of a trained teacher for knowledge distillation; in cross-validation, "
+        "PATH/fold{fold}/bundle gives each fold the teacher that held out the same patients",
+    )
     g.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's soft targets")
     g.add_argument("--distill-temperature", type=float, default=4.0)
     g.add_argument(
