@@ -56,3 +56,14 @@ def test_a_run_with_neither_lever_has_no_variant(runs, capsys):
     assert variants({"model_ema": 0.0, "finetune_size": None, "finetune_epochs": 0}) == []
     assert stages_cli([str(runs / "plain")]) == 2
     assert "neither" in capsys.readouterr().err
+
+
+def test_the_main_schedule_scores_before_the_fold_finishes(runs, tmp_path):
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(runs / "both", killed)
+    (killed / "fold0" / "metrics.json").unlink()  # killed while fine-tuning
+    assert stages_cli([str(killed)]) == 0
+    assert (tmp_path / "killed@main-ema" / "fold0" / "metrics.json").is_file()
+    assert not (tmp_path / "killed@raw").exists()  # its last weights are not final yet

@@ -61,23 +61,27 @@ def variants(config: dict) -> list[Variant]:
 
 
 def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
-    """Every variant of every finished fold of ``run``; returns the variant run folders written."""
+    """Every variant of every fold of ``run`` that holds its weights; returns the variant run folders written."""
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     todo = variants(config)
     if not todo:
         raise TumorlibError(f"{run} trained with neither --finetune-size nor --model-ema: it holds no other stage.")
-    folds = sorted(int(p.parent.name.removeprefix("fold")) for p in run.glob("fold*/metrics.json"))
-    if not folds:
-        raise TumorlibError(f"{run} has no finished fold (fold*/metrics.json).")
     records = read_datasets(data or config["data"], config.get("classes"))
     labels = class_names(records)
     assignment = make_folds(records, config["folds"], config["seed"])
     written = []
     for v in todo:
-        vconfig = {**config, **v.changes, "name": f"{config['name']}@{v.name}"}
+        vconfig = {**config, **v.changes, "name": f"{run.name}@{v.name}"}
         args = argparse.Namespace(**vconfig)
         out = run.parent / vconfig["name"]
         accelerator = make_accelerator(args)
+        # The main schedule's weights are there as soon as it ends; the last checkpoint counts once the
+        # fold is finished (its metrics.json written).
+        marker = v.checkpoint if v.main_only else "metrics.json"
+        folds = sorted(int(p.parent.name.removeprefix("fold")) for p in run.glob(f"fold*/{marker}"))
+        if not folds:
+            print(f"[{out.name}] no fold has these weights yet", file=sys.stderr)
+            continue
         for k in folds:
             src, dst = run / f"fold{k}", out / f"fold{k}"
             ckpt = src / v.checkpoint
@@ -95,6 +99,8 @@ def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
             history = read_history(src / "history.csv")
             if v.main_only:
                 history = [r for r in history if int(r["epoch"]) <= int(config["epochs"])]
+                if len(history) < int(config["epochs"]):
+                    raise TumorlibError(f"{src / 'history.csv'} lacks epochs of the main schedule.")
             write_history(dst / "history.csv", history)
             save_json({**metrics, "fold": k, "precision": "fp32", "weights": v.name}, dst / "metrics.json")
             print(f"[{out.name} fold {k}] accuracy {metrics['accuracy']:.4f}", file=sys.stderr)
