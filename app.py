@@ -36,12 +36,9 @@ from tumorlib.about import about
 from tumorlib.batch import (
     BatchLimits,
     ResultStore,
-    batch_summary,
     iter_batch,
     plan_batch,
     require_upload,
-    result_columns,
-    result_row,
     upload_path,
     write_csv,
 )
@@ -49,9 +46,10 @@ from tumorlib.bundle import resolve_bundle_dir
 from tumorlib.decode import SUPPORTED_FORMATS
 from tumorlib.errors import ImageError, NoModelError, NotBrainMRIError, TumorlibError
 from tumorlib.errors import user_message as library_message
+from tumorlib.groups import BatchResult, classify_items
 from tumorlib.pipeline import TUMOUR_MAP, Analysis, to_display
 from tumorlib.registry import MODEL_ENV, NO_MODEL_MESSAGE, ModelRegistry, discover_models, specs_from
-from tumorlib.runtime import limit_heap_growth
+from tumorlib.runtime import clean_export_cache, limit_heap_growth
 
 log = logging.getLogger("tumorlib.app")
 
@@ -78,8 +76,8 @@ NOTICE = (
     "one of a few tumour types it was trained on and can be confidently wrong. Never use it to make or "
     "rule out a diagnosis; talk to a doctor. **Uploads are not stored:** each upload, its heatmap and any "
     "batch CSV sit only in this server's temporary folder while they are used, are never logged or used "
-    f"for training, and are deleted within {2 * CACHE_SECONDS // 60} minutes (after a crash, when the app "
-    "restarts)."
+    f"for training, and are deleted within {2 * CACHE_SECONDS // 60} minutes; if the server crashes, they "
+    "stay on its disk until the app starts again, which deletes them first (details in About)."
 )
 ONLY_UPLOADS = (
     "Only uploaded files are accepted: send the file itself (gradio_client's handle_file uploads it), "
@@ -246,10 +244,15 @@ class DemoService:
 
     # ----------------------------------------------------------------- batch
 
-    def run_batch(
-        self, files: Sequence[Any] | None, model: str | None = None, progress: Callable | None = None
-    ) -> pd.DataFrame:
-        """One row per image (archives expanded): prediction and probabilities, or why there is none.
+    def classify_batch(
+        self,
+        files: Sequence[Any] | None,
+        model: str | None = None,
+        progress: Callable | None = None,
+        heatmaps: bool = True,
+    ) -> BatchResult:
+        """Every slice of the uploads (archives and multi-frame DICOM files expanded), and one answer per
+        DICOM series or zip folder (see :mod:`tumorlib.groups`).
 
         An archive refused as a whole (zip bomb, path traversal, too many files) or a batch over the limits
         raises gr.Error before any work; one unreadable or refused image only fills its own row.
@@ -260,32 +263,52 @@ class DemoService:
                 raise ImageError("No files were uploaded. Upload images, or a zip of images, first.")
             total = plan_batch(paths, self.batch_limits)
             _, clf = self.registry.get(model)
-            rows = []
-            for index, item in enumerate(iter_batch(paths, self.batch_limits)):
+
+            def report(done: int, of: int) -> None:
                 if progress is not None:
-                    progress((index, total), desc="Classifying")
-                rows.append(result_row(clf, item, self.check))
+                    progress((done, of), desc="Classifying")
+
+            return classify_items(
+                clf,
+                iter_batch(paths, self.batch_limits),
+                self.check,
+                max_slices=self.batch_limits.max_files,
+                planned=total,
+                progress=report,
+                heatmaps=heatmaps,
+            )
         except TumorlibError as err:  # refused before any work, or an archive that changed after its check
             raise _gr_error(err) from None
-        return pd.DataFrame.from_records(rows, columns=result_columns(clf.labels))
+
+    def run_batch(
+        self, files: Sequence[Any] | None, model: str | None = None, progress: Callable | None = None
+    ) -> pd.DataFrame:
+        """One row per slice (archives and multi-frame files expanded): prediction and probabilities, the
+        group it was pooled with, or why there is none. Raises gr.Error as :meth:`classify_batch` does."""
+        return self.classify_batch(files, model, progress, heatmaps=False).slices_frame()
 
     def write_csv(self, frame: pd.DataFrame) -> Path:
         """The table as a CSV in a private temp folder, deleted after CACHE_SECONDS (and at exit)."""
         return write_csv(frame, self._csvs.new_path("tumour_predictions.csv"))
 
     def batch_ui(self, files: Sequence[Any] | None, model: str | None, progress=gr.Progress()) -> tuple:  # noqa: B008
-        """The Batch tab: (table, CSV file path, summary). Also the /batch endpoint."""
+        """The Batch tab, and the /batch endpoint: (per-slice table, its CSV path, summary, per-group table,
+        each group's (best slice with its heatmap, caption)). Without groups the last two are empty."""
 
         def report_progress(done_total: tuple[int, int], desc: str) -> None:
             progress(done_total, desc=desc)
 
-        frame = self.run_batch(files, model, progress=report_progress)
+        result = self.classify_batch(files, model, progress=report_progress)
+        frame = result.slices_frame()
         path = self.write_csv(frame)
-        text = batch_summary(frame)
-        shown = frame.copy()
-        prob_columns = [c for c in shown.columns if c == "confidence" or c.startswith("p_")]
-        shown[prob_columns] = shown[prob_columns].round(4)
-        return shown, str(path), text
+        groups, gallery = _rounded(result.groups_frame()), result.gallery(DEFAULT_OPACITY)
+        return _rounded(frame), str(path), result.summary(), groups, gallery
+
+    @staticmethod
+    def show_groups(groups: pd.DataFrame | None) -> tuple:
+        """Show the per-group table and gallery only when the batch had groups (the page's step after /batch)."""
+        shown = groups is not None and len(groups) > 0
+        return gr.Dataframe(visible=shown), gr.Gallery(visible=shown)
 
     # ----------------------------------------------------------------- model tab
 
@@ -319,6 +342,14 @@ class DemoService:
             info.card or "No model card (README.md) came with this model.",
             info.metrics_note or results.PAPER_CAVEAT,
         )
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """A results table as shown: probabilities to 4 decimals."""
+    shown = frame.copy()
+    columns = [c for c in shown.columns if c in ("confidence", "probability") or c.startswith("p_")]
+    shown[columns] = shown[columns].round(4)
+    return shown
 
 
 # --------------------------------------------------------------------------- the page
@@ -388,6 +419,7 @@ def build_demo(
     queue configured; start it with :func:`launch`.
     """
     limit_heap_growth()
+    clean_export_cache()  # what an export killed halfway left in the cache
     # Gradio reads GRADIO_TEMP_DIR as each component and the server are made: pointed at this process's own
     # area, uploads and outputs land where a sweep finds them, and where the next start looks after a crash.
     area = uploads.claim(CACHE_SECONDS)
@@ -458,10 +490,12 @@ def build_demo(
                         with gr.Row(equal_height=True):
                             input_view = gr.Image(label="Your image, as decoded", interactive=False, type="pil")
                             # The tumour map or a class's Grad-CAM: the selector and the summary say which.
+                            # JPEG: encoded in ~3 ms at 49 dB PSNR, where Gradio's default WebP takes ~80 ms.
                             overlay_view = gr.Image(
                                 label="Heatmap over your image",
                                 interactive=False,
                                 type="pil",
+                                format="jpeg",
                             )
                         with gr.Row():
                             target = gr.Radio(label="Heatmap", choices=[], value=None)
@@ -473,13 +507,30 @@ def build_demo(
                     f"Classify several images at once: select multiple files, or a zip of images (at most "
                     f"{service.batch_limits.max_files} images, "
                     f"{service.batch_limits.max_total_bytes // 2**20} MB uncompressed). A file that cannot be "
-                    "read gets a note in its row; the rest are still classified."
+                    "read gets a note in its row; the rest are still classified.\n\n"
+                    "Slices that belong together get one answer as well: the DICOM files of one series, the "
+                    "frames of a multi-frame DICOM, the files of one folder in a zip (loose image files are "
+                    "answered one by one). The answer is the mean of the slices' calibrated probabilities over "
+                    "those the brain-MRI check accepts, shown with how many slices agree, the refused slices, and "
+                    "the slice that most supports it with its heatmap. (The Classify tab reads the middle frame "
+                    "of a multi-frame DICOM.)"
                 )
                 batch_in = upload_box(label="Images or zip archives", file_count="multiple")
                 batch_btn = gr.Button("Classify all", variant="primary")
                 batch_summary = gr.Markdown(label="Batch summary")
-                batch_table = gr.Dataframe(label="Results", interactive=False, wrap=True)
-                batch_csv = gr.File(label="Results as CSV", interactive=False)
+                group_table = gr.Dataframe(
+                    label="One answer per series or folder", interactive=False, wrap=True, visible=False
+                )
+                group_gallery = gr.Gallery(
+                    label="Each group's best slice, with its heatmap",
+                    columns=4,
+                    height="auto",
+                    allow_preview=True,
+                    interactive=False,
+                    visible=False,
+                )
+                batch_table = gr.Dataframe(label="Results per slice", interactive=False, wrap=True)
+                batch_csv = gr.File(label="Results per slice as CSV", interactive=False)
 
             with gr.Tab("Model", id="model"):
                 facts = gr.Markdown()
@@ -552,11 +603,20 @@ def build_demo(
         batch_btn.click(
             service.batch_ui,
             inputs=[batch_in, model_dd],
-            outputs=[batch_table, batch_csv, batch_summary],
+            outputs=[batch_table, batch_csv, batch_summary, group_table, group_gallery],
             api_name="batch",
-            api_description="Classify several images or zips of images: (table, CSV file, Markdown summary).",
+            api_description=(
+                "Classify several images or zips of images: (per-slice table, its CSV file, Markdown summary, "
+                "one answer per DICOM series or zip folder, each group's best slice with its heatmap)."
+            ),
             concurrency_id="batch",
             concurrency_limit=1,
+        ).then(
+            service.show_groups,
+            inputs=group_table,
+            outputs=[group_table, group_gallery],
+            api_visibility="private",
+            queue=False,
         )
         demo.load(service.model_tab, inputs=model_dd, outputs=model_outputs, api_visibility="private", queue=False)
     area.keep(lambda: {f for block in demo.blocks.values() for f in getattr(block, "keep_in_cache", ())})  # gallery

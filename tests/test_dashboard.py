@@ -146,3 +146,28 @@ def test_confusion_scopes_add_the_patients_where_stored():
     demo = _metrics("tiny-cv")
     assert list(dashboard.confusion_scopes(demo)) == ["All folds pooled", "Fold 1", "Fold 2"]
     assert "Per patient" not in dashboard.run_tables(demo, None) and dashboard.patient_caption(demo) == ""
+
+
+def test_the_default_run_is_the_one_the_default_bundle_carries(tmp_path):
+    results_root, models = tmp_path / "results", tmp_path / "models"
+    for run in ("tiny-cv", "tiny3-cv"):
+        (results_root / run).mkdir(parents=True)
+        (results_root / run / "metrics.json").write_bytes((DEMO / run / "metrics.json").read_bytes())
+    (models / "default").mkdir(parents=True)
+    # The same metrics, written differently (as a re-saved bundle would be): still that run.
+    (models / "default" / "metrics.json").write_text(json.dumps(_metrics("tiny3-cv"), indent=4), encoding="utf-8")
+    runs = dashboard.discover_runs(results_root) + dashboard.discover_runs(models, bundled=True)
+    assert [run.key for run in runs] == ["tiny-cv", "tiny3-cv", "default"]
+    assert dashboard.default_run(runs, models).key == "tiny3-cv"
+    # A bundle whose results are not in the folder: the bundle itself; no bundle: the first run.
+    (models / "default" / "metrics.json").write_text(json.dumps({**_metrics("tiny3-cv"), "n": 1}), encoding="utf-8")
+    assert dashboard.default_run(runs, models) == runs[2]
+    assert dashboard.default_run(runs[:2], tmp_path / "no-models") == runs[0]
+    assert dashboard.default_run([], models) is None
+
+
+def test_the_export_problem_names_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chrome"))
+    problem = dashboard.png_export_problem()
+    assert "no Chrome or Chromium" in problem and "apt-get install -y chromium" in problem
+    assert f"BROWSER_PATH={tmp_path / 'no-chrome'} is not an executable" in problem

@@ -42,11 +42,13 @@ def dashboard():
 def test_overview_renders_with_real_numbers(dashboard, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from tumorlib.dashboard import discover_runs
+    from tumorlib.dashboard import default_run, discover_runs
     from tumorlib.results import headline, load_metrics
 
-    runs = discover_runs(ROOT / "results")
+    runs = discover_runs(ROOT / "results") + discover_runs(ROOT / "models", bundled=True)
     assert runs, "results/ holds no run"
+    opening = default_run(runs, ROOT / "models")
+    assert opening is not None
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -64,8 +66,8 @@ def test_overview_renders_with_real_numbers(dashboard, tmp_path):
             if len(now) > 1 and now == shown:
                 break
             shown = now
-        # The dashboard opens on the first run it lists.
-        expected = [card["value"] for card in headline(load_metrics(runs[0].path / "metrics.json"))]
+        # The dashboard opens on the shipped default model's results.
+        expected = [card["value"] for card in headline(load_metrics(opening.path / "metrics.json"))]
         assert shown[: len(expected)] == expected[: len(shown)], shown
         assert page.get_by_text("Traceback").count() == 0
         shot = tmp_path / "dashboard.png"

@@ -142,7 +142,8 @@ def test_rgba_transparency_becomes_black():
 
 def test_dicom_windowed(slice_u8):
     pixels = slice_u8.astype(np.uint16) * 16  # 12-bit
-    out = decode_image(dicom_bytes(pixels, window=(2040, 4080)))
+    # A LINEAR window one wider than the 12-bit range (the standard's definition) maps it linearly.
+    out = decode_image(dicom_bytes(pixels, window=(2048, 4097)))
     np.testing.assert_allclose(out, _reference(slice_u8), atol=1e-6)
     # A narrow window saturates what lies outside it, as a viewer shows it.
     narrow = decode_image(dicom_bytes(pixels, window=(1000, 500)))
@@ -336,3 +337,94 @@ def test_random_arrays_raise_only_image_errors(arr):
         return
     assert out.dtype == np.float32 and out.ndim in (2, 3)
     assert np.isfinite(out).all() and 0.0 <= out.min() <= out.max() <= 1.0
+
+
+# --- large images: reduced while they decode, within a memory budget ------------------------------
+
+
+def _box(values: np.ndarray, factor: int) -> np.ndarray:
+    """The box average the decoder must give for ``values`` (sides divisible by ``factor``), rescaled."""
+    h, w = values.shape[:2]
+    out = values.astype(np.float64).reshape(h // factor, factor, w // factor, factor, *values.shape[2:]).mean((1, 3))
+    return ((out - out.min()) / (out.max() - out.min())).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def large_u16() -> np.ndarray:
+    """A 4608 x 3072 16-bit slice with detail at every scale (decoded at a third of its size)."""
+    rng = np.random.default_rng(0)
+    return (rng.random((3072, 4608)) * 65535).astype(np.uint16)
+
+
+def test_large_images_are_box_reduced_alike_in_every_container(large_u16):
+    """PNG, raw and compressed TIFF, and an array all give the same box reduction, at most MAX_SIDE a side."""
+    from tumorlib.shrink import MAX_SIDE, factor_for
+
+    factor = factor_for(large_u16.shape[1], large_u16.shape[0])
+    assert factor == 3 and max(large_u16.shape) // factor <= MAX_SIDE
+    expected = _box(large_u16, factor)
+    sources = {
+        "png": _encode(Image.fromarray(large_u16), "PNG", compress_level=1),
+        "tiff": _tiff(large_u16),
+        "tiff, zlib strips": _tiff(large_u16, compression="zlib", rowsperstrip=5),  # strips across block edges
+        "array": large_u16,
+    }
+    for name, source in sources.items():
+        out = decode_image(source)
+        assert out.shape == expected.shape, name
+        np.testing.assert_allclose(out, expected, atol=2e-5, err_msg=name)
+
+
+def test_large_colour_with_alpha_is_composited_then_reduced():
+    """RGBA over black, then averaged: the same as compositing the full image first."""
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (2100 * 2, 2050 * 2, 4), dtype=np.uint8)  # factor 3 (4200 / 2048)
+    rgba = rgba[: 4200 - 4200 % 3, : 4100 - 4100 % 3]
+    comp = rgba[..., :3].astype(np.float64) * (rgba[..., 3:] / 255.0)
+    out = decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG", compress_level=1))
+    np.testing.assert_allclose(out, _box(comp, 3), atol=2e-5)
+
+
+def _tiff(pixels: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels, **kw)
+    return buf.getvalue()
+
+
+def test_memory_budget_refuses_what_can_never_fit_and_queues_the_rest():
+    """One reservation over the capacity is refused with a message; two that fit only in turn run in turn."""
+    import threading
+    import time
+
+    from tumorlib.shrink import MemoryBudget, ServerBusyError
+
+    budget = MemoryBudget(100, wait_seconds=5)
+    with pytest.raises(ImageTooLargeError, match="would need about"), budget.reserve(101):
+        pass
+    held = []
+
+    def hold(n: int) -> None:
+        with budget.reserve(60):
+            held.append(budget.in_use)
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert held == [60, 60] and budget.in_use == 0  # never both at once
+    impatient, errors = MemoryBudget(100, wait_seconds=0.1), []
+
+    def wait() -> None:
+        try:
+            with impatient.reserve(60):
+                pass
+        except ServerBusyError as err:
+            errors.append(str(err))
+
+    with impatient.reserve(60):  # another thread's reservation waits 0.1 s for room, then gives up
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        waiter.join()
+    assert len(errors) == 1 and "busy" in errors[0]

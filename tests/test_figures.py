@@ -190,3 +190,27 @@ def test_patient_confusion_figure_has_rows_only_for_classes_with_patients():
     assert np.array(shares.data[0].z) == pytest.approx(expected)
     assert shares.layout.title.text == "Per patient: shares"
     assert len(figures.patient_confusion_figure(make_metrics()).data) == 0  # no answers per patient: says so
+
+
+def test_fold_figure_one_bar_per_fold_and_metric():
+    from .results_data import make_cv_metrics
+
+    cv = make_cv_metrics(folds=3)
+    fig = figures.fold_figure(cv)
+    assert [trace.name.split(" (")[0] for trace in fig.data] == ["Accuracy", "Macro F1"]  # no per-patient folds
+    assert list(fig.data[0].x) == ["Fold 1", "Fold 2", "Fold 3"]
+    assert list(fig.data[0].y) == [fold["accuracy"] for fold in cv["folds"]]
+    assert list(fig.data[1].y) == [fold["macro"]["f1"] for fold in cv["folds"]]
+    assert "mean ± std 95.0 ± 1.2%" in fig.data[0].name
+    assert list(fig.layout.yaxis.range) == [0, 1.1]  # bars from zero
+
+    import json
+
+    from .conftest import ROOT
+
+    stored = json.loads((ROOT / "models" / "default" / "metrics.json").read_text())
+    per_patient = figures.fold_figure(stored).data[2]
+    assert per_patient.name.startswith("Accuracy per patient")
+    assert list(per_patient.y) == [fold["patient_level"]["accuracy"] for fold in stored["folds"]]
+    single = figures.fold_figure(make_metrics())
+    assert not single.data and "Not a cross-validation run" in single.layout.annotations[0].text

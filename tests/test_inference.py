@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tumorlib import DEFAULT_MODEL_DIR, Classifier, ImageError, NotBrainMRIError, load_bundle
+from tumorlib import DEFAULT_MODEL_DIR, BundleError, Classifier, ImageError, NotBrainMRIError, load_bundle
 from tumorlib.bundle import update_config
 from tumorlib.inference import check_bf16
 
@@ -91,3 +91,16 @@ def test_a_model_without_gate_statistics_says_no_check_was_made(tiny_bundle, sli
     p = Classifier.from_pretrained(tiny_bundle).predict(slice_path)
     assert p.gate is None and not p.checked and "without a brain-MRI check" in p.check_note
     assert p.label == max(p, key=p.get) and p.confidence == p[p.label]
+
+
+def test_no_source_without_the_bundled_model_says_what_to_pass(tmp_path, monkeypatch):
+    """An installed package has no models/ folder beside it: the message names the missing folder and the
+    two things to pass instead."""
+    import tumorlib.inference
+
+    monkeypatch.setattr(tumorlib.inference, "DEFAULT_MODEL_DIR", tmp_path / "models" / "default")
+    with pytest.raises(BundleError) as caught:
+        Classifier.from_pretrained()
+    message = str(caught.value)
+    assert str(tmp_path / "models" / "default") in message
+    assert "bundle folder" in message and "Hub model id" in message and "your-name/brain-mri-resnet50" in message

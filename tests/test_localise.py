@@ -137,3 +137,29 @@ def test_soft_dice_by_hand():
     assert localise.soft_dice(heat, mask) == pytest.approx(2 * 25 * 0.4 / (25 * 0.4 + 50))
     assert localise.soft_dice(mask.astype(np.float32), mask) == pytest.approx(1.0)
     assert localise.soft_dice(np.zeros((4, 4)), np.zeros((4, 4), bool)) == 0.0
+
+
+@pytest.mark.parametrize("variant", ["fp32", "channels_last", "onnx"])
+def test_the_map_from_the_classifying_pass_equals_the_two_pass_map(square_bundle, variant, tmp_path, monkeypatch):
+    from tumorlib import pipeline, runtime
+    from tumorlib.explain import to_heatmap
+
+    if variant == "onnx" and not runtime.onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    monkeypatch.setenv("TUMORLIB_CACHE", str(tmp_path / "cache"))
+    clf = Classifier.from_pretrained(square_bundle[0], variant=variant)
+    assert clf.engine.grid_stage == STAGE
+    passes = []
+    forward = clf.forward
+    monkeypatch.setattr(clf, "forward", lambda batch: passes.append(len(batch)) or forward(batch))
+    images, labels, _ = _synthetic(6, np.random.default_rng(11))
+    for image in images:
+        passes.clear()
+        analysis = pipeline.analyse(clf, image, check=False)
+        assert analysis.heatmap.kind == "map" and passes == [1]  # the answer and its map: one pass
+        # The two-pass way: the eager float32 model again, stopped after the head's stage.
+        decoded = analysis.working  # the decoded slice (under the working size: not resized)
+        eager = localise.grid_probabilities(clf, clf.transform(decoded)[None])[0]
+        expected = np.clip(to_heatmap(clf, eager, decoded, normalise=False), 0, 1)
+        np.testing.assert_allclose(analysis.heatmap.explanation.heatmap, expected, atol=1e-4)
+    assert labels.min() != labels.max()  # squares and plain noise both drawn

@@ -92,7 +92,7 @@ def test_a_tumour_map_that_fails_falls_back_to_grad_cam(tiny_bundle, tmp_path, s
     assert analysis.heatmap.kind == "map" and analysis.heatmap.target == pipeline.TUMOUR_MAP
     assert analysis.heatmap.explanation.heatmap.shape == (512, 512)
 
-    def broken(classifier, image):
+    def broken(classifier, image, grid=None):
         raise RuntimeError("internal detail")
 
     monkeypatch.setattr(localise, "localise", broken)

@@ -55,3 +55,40 @@ def test_each_model_loads_once_on_first_use(tiny_bundle):
         registry.get("nope")
     with pytest.raises(NoModelError, match="No model is installed"):
         ModelRegistry([]).get()
+
+
+def test_a_recorded_forward_pass_is_rechecked_not_remeasured(tiny_bundle, tmp_path, monkeypatch):
+    import shutil
+
+    from tumorlib import Classifier, explain, pipeline, registry
+    from tumorlib.bundle import update_config
+    from tumorlib.runtime import onnx_available
+
+    if not onnx_available():
+        pytest.skip("onnxruntime is not installed")
+    monkeypatch.setenv("TUMORLIB_CACHE", str(tmp_path / "cache"))
+    bundle = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    record = registry.record_forward_pass(Classifier.from_pretrained(bundle, variant="fp32"))
+    assert record["chosen"] in record["variants"] and record["variants"][record["chosen"]]["agrees"]
+    assert len(record["recheck"]["probabilities"]) == registry.RECHECK_IMAGES
+    update_config(bundle, forward_pass={**record, "chosen": "onnx"})  # ONNX keeps fp32's answers on it too
+
+    measured = []
+    monkeypatch.setattr(registry, "choose_variant", lambda clf: measured.append(clf))
+    _, clf = ModelRegistry(specs_from([bundle]), optimise=True).get()
+    assert clf.variant == "onnx" and clf.selection["recorded"] and not measured
+    assert clf.bundle.model is None  # ONNX Runtime serves: one copy of the weights
+    analysis = pipeline.analyse(clf, registry._ROOT / record["recheck"]["images"][0])
+    cam = pipeline.gradcam(clf, analysis.working, analysis.top, analysis.maps)
+    assert cam.explanation is not None and clf.bundle.model is None  # closed form: no eager model needed
+    plus = explain.gradcam(clf, analysis.working, method="gradcam++")  # gradients: loaded again on demand
+    assert plus.heatmap.shape == analysis.working.shape and clf.bundle.model is not None
+
+    # Recorded answers this engine no longer gives (or another machine's record): measured again.
+    wrong = [[1.0] + [0.0] * (len(row) - 1) for row in record["recheck"]["probabilities"]]
+    update_config(bundle, forward_pass={**record, "recheck": {**record["recheck"], "probabilities": wrong}})
+    ModelRegistry(specs_from([bundle]), optimise=True).get()
+    update_config(bundle, forward_pass={**record, "machine": {"cpu": "another", "cores": 1, "isa": []}})
+    ModelRegistry(specs_from([bundle]), optimise=True).get()
+    assert len(measured) == 2

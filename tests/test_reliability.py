@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -51,7 +52,7 @@ from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.train import cli as train_cli
 from train.train import parse_args
 from tumorlib import DEFAULT_MODEL_DIR, Classifier, create_model, decode_image, load_bundle, localise
-from tumorlib.batch import ArchiveError, TooManyFilesError, UnsafeArchiveError, ZipBombError, check_zip
+from tumorlib.batch import ArchiveError, TooManyFilesError, UnsafeArchiveError, ZipBombError, check_zip, iter_batch
 from tumorlib.bundle import load_extra
 from tumorlib.errors import (
     BundleError,
@@ -63,9 +64,10 @@ from tumorlib.errors import (
     MultiFrameError,
     TumorlibError,
     UnsupportedFormatError,
+    user_message,
 )
 
-from .conftest import FIGSHARE, ROOT, free_port
+from .conftest import FIGSHARE, LABELS3, ROOT, free_port
 from .test_data import _write_mat
 
 #: A confident glioma and a meningioma the model is unsure of (p = 0.59): small changes show on the second.
@@ -1008,12 +1010,12 @@ def test_uploads_and_results_are_deleted_and_nothing_is_written_elsewhere(tiny_b
             assert label["label"] in ("glioma", "meningioma", "pituitary") and overlay
         with pytest.raises(AppError, match="is a text file"):
             client.predict(handle_file(str(bad)), api_name="/predict")
-        table, _, _ = client.predict([handle_file(str(good)), handle_file(str(bad))], "tiny", api_name="/batch")
+        table, *_ = client.predict([handle_file(str(good)), handle_file(str(bad))], "tiny", api_name="/batch")
         assert [row[0] for row in table["data"]] == [good.name, bad.name]
         client.close()
         written = _files(cache) - kept
         assert any(secret in p.name for p in written)  # the uploads did land in Gradio's cache, with the
-        assert any(p.suffix in (".png", ".webp") and secret not in p.name for p in written)  # overlays ...
+        assert any(p.suffix in (".png", ".webp", ".jpeg") and secret not in p.name for p in written)  # overlays
         assert "tumour_predictions.csv" in {p.name for p in written}  # ... and the CSV, in the app's own area
         # ... and nowhere else: no new file in the repository; in the home folder (other programs write there)
         # no new image, CSV or copy of an upload; no file named after an upload in the temp folder.
@@ -1054,3 +1056,299 @@ def test_damaged_dicom_header_is_a_corrupt_image(old, new):
     assert dicom.count(old) >= 1
     with pytest.raises(CorruptImageError, match="DICOM file could not be read"):
         decode_image(dicom.replace(old, new, 1))
+
+
+# --------------------------------------------------------------------------- 8. messages name the problem
+
+#: A Python object's repr (``<_io.BytesIO object at 0x7f...>``, ``<tifffile.TiffPage 0 @8>``) or a traceback.
+_INTERNALS = re.compile(r"object at 0x|<[A-Za-z_][\w.]*[ >][^<>]*>|Traceback|File \"")
+
+
+def _compressed_dicom(u8: np.ndarray, syntax: str, frame: bytes) -> bytes:
+    """An MR DICOM file whose encapsulated pixel data (in ``syntax``) is ``frame``."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(io.BytesIO(_dicom(u8.astype(np.uint16))))
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _broken_files(u8: np.ndarray) -> dict[str, bytes]:
+    """Damaged files of every format a decoder here may be handed, by what was done to them."""
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(u8[:96, :96])
+    files = {}
+    for fmt in ("JPEG2000", "PNG", "JPEG", "TIFF", "WEBP", "GIF", "BMP", "ICO", "DDS", "TGA", "PPM"):
+        data = _encode(im, fmt)
+        files[f"{fmt} cut in half"] = data[: len(data) // 2]
+        files[f"{fmt} header, then zeros"] = data[:40] + bytes(len(data))
+        files[f"{fmt} header, then noise"] = data[:40] + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    files["float TIFF, strips cut"] = _tiff(u8.astype(np.float64), compression="zlib", rowsperstrip=8)[:3000]
+    for syntax in ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5"):  # JPEG 2000 ...
+        files[f"DICOM {syntax}, garbage frame"] = _compressed_dicom(u8, syntax, b"\xff\x4f\xff\x51" + bytes(60))
+    return files
+
+
+def test_no_error_message_shows_python_internals(service):
+    """A damaged file of any format gets a message naming the problem: never an object's repr or its heap address."""
+    u8 = _grey(ORIGINALS[0])
+    for case, data in _broken_files(u8).items():
+        try:
+            decode_image(data)
+        except TumorlibError as err:
+            message = user_message(err)
+        else:
+            continue  # some damage leaves a decodable image: nothing to say
+        assert message.startswith("Cannot read this file: ") and not _INTERNALS.search(message), (case, message)
+    for case in ("JPEG2000 header, then noise", "JPEG2000 cut in half", "DICOM 1.2.840.10008.1.2.4.90, garbage frame"):
+        with tempfile.NamedTemporaryFile(suffix=".jp2" if "JPEG" in case else ".dcm") as file:
+            file.write(_broken_files(u8)[case])
+            file.flush()
+            with pytest.raises(gr.Error) as ui:
+                service.predict(file.name)
+        assert not _INTERNALS.search(_error_text(ui)), (case, _error_text(ui))
+
+
+# --------------------------------------------------------------------------- 9. an archive that lies about itself
+
+
+def _lying_zip(path: Path, *, compressed: int | None = None, size: int | None = None) -> None:
+    """A zip of a real slice and 150 MB of zeros (150 kB deflated) whose central directory states another
+    compressed size or uncompressed size for the zeros: its ratio, as the directory tells it, looks harmless."""
+    _zip_bomb(path)
+    data = bytearray(path.read_bytes())
+    entry = data.rindex(b"PK\x01\x02")  # the last member's directory entry: scan.bmp
+    assert data[entry + 46 : entry + 54] == b"scan.bmp"
+    if compressed is not None:
+        data[entry + 20 : entry + 24] = struct.pack("<I", compressed)
+    if size is not None:
+        data[entry + 24 : entry + 28] = struct.pack("<I", size)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("lie", "pattern"),
+    [
+        ({"compressed": 2 * 2**20}, r"'scan\.bmp' expands more than 100 to 1 while it is read"),  # claims 75 to 1
+        ({"size": 2**20}, r"'scan\.bmp' expands beyond the size its header declares"),  # claims 1 MB: under the floor
+    ],
+    ids=["overstated compressed size", "understated size"],
+)
+def test_a_zip_that_misstates_its_sizes_is_refused_while_it_inflates(service, tmp_path, lie, pattern):
+    """The directory's claims pass the whole-archive check; the ratio and size checked as bytes inflate do not."""
+    path = tmp_path / "upload" / "batch.zip"
+    path.parent.mkdir()
+    _lying_zip(path, **lie)
+    assert check_zip(path, app.BATCH_LIMITS) == 2  # the directory alone looks harmless
+    with pytest.raises(ZipBombError, match=pattern):
+        list(iter_batch([path], app.BATCH_LIMITS))
+
+    def refuse() -> None:
+        with pytest.raises(gr.Error, match=pattern):
+            service.run_batch([str(ORIGINALS[0]), str(path)])
+
+    service.registry.get()  # the model is loaded before the measurement
+    seconds, grown_mb = _measure(refuse)
+    assert seconds < 5.0 and grown_mb < 50, (seconds, grown_mb)  # inflated whole, the member is 150 MB
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["batch.zip", "upload"]  # nothing extracted
+
+
+# --------------------------------------------------------------------------- 10. nothing outlives a crash
+
+#: Above Linux's largest possible pid (PID_MAX_LIMIT, 2**22): a process that cannot be running.
+_GONE_PID = 2**22 + 1
+
+
+def test_upload_areas_of_gone_processes_are_removed_and_nothing_else(tmp_path):
+    """At start: dead processes' areas (a reused pid's too) go; live ones, young leftovers, others' files stay."""
+    from tumorlib import uploads as areas
+
+    root = tmp_path / areas.AREA_DIR
+    parent = os.getppid()
+    folders = {
+        "gone": root / f"{_GONE_PID}-12345",
+        "reused pid": root / f"{parent}-{areas.process_start(parent) + 10_000}",  # same pid, started another time
+        "live": root / f"{parent}-{areas.process_start(parent)}",
+        "young leftover": root / "not-an-area",
+    }
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "upload.dcm").write_bytes(b"x")
+    old_leftover = root / "old-leftover.png"
+    old_leftover.write_bytes(b"x")
+    os.utime(old_leftover, (time.time() - 7200,) * 2)
+    foreign = tmp_path / "other-program.txt"
+    foreign.write_text("not ours")
+    assert areas.remove_dead_areas(root, keep_seconds=3600) == 3
+    assert sorted(p.name for p in root.iterdir()) == sorted([folders["live"].name, "not-an-area"])
+    assert foreign.read_text() == "not ours"
+
+
+def test_the_sweep_removes_what_is_older_than_promised_except_the_kept(tmp_path):
+    from tumorlib import uploads as areas
+
+    area = areas.UploadArea(tmp_path, keep_seconds=60)
+    (area.path / "a").mkdir(parents=True)
+    old, young, example = area.path / "a" / "old.png", area.path / "young.csv", area.path / "example.jpg"
+    for file in (old, young, example):
+        file.write_bytes(b"x")
+    area.keep(lambda: [str(example)])
+    later = time.time() + 120  # two minutes on: everything is older than the promised minute
+    young_time = later - 30
+    os.utime(young, (young_time, young_time))
+    assert area.sweep(now=later) == 1  # ctime counts too: only a file both written and changed long ago goes
+    assert not old.exists() and example.exists()
+
+
+def test_stale_export_temp_files_are_removed_and_a_running_export_is_not(tmp_path):
+    from tumorlib import runtime
+
+    dead = tmp_path / f".{'ab' * 8}.onnx.{_GONE_PID}.tmp"
+    running = tmp_path / f".{'cd' * 8}.onnx.{os.getpid()}.tmp"
+    old_running = tmp_path / f".{'ef' * 8}-int8-0123.onnx.{os.getpid()}.tmp"
+    model = tmp_path / f"{'ab' * 8}.onnx"
+    for file in (dead, running, old_running, model):
+        file.write_bytes(b"x")
+    os.utime(old_running, (time.time() - 2 * runtime.STALE_TEMP_SECONDS,) * 2)
+    assert sorted(runtime.remove_stale_temp(tmp_path)) == sorted([dead, old_running])
+    assert running.exists() and model.exists()
+
+
+def _vm_hwm(pid: int) -> int:
+    """A process's peak resident memory since it started (Linux), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _serve(env: dict[str, str], log: Path, url: str, timeout: float = 150):
+    """``python app.py`` started with ``env``, and a client once it answers."""
+    from gradio_client import Client
+
+    out = log.open("ab")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            return proc, Client(url, verbose=False, download_files=False, analytics_enabled=False)
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"the app did not start: {log.read_text()[-3000:]}")
+
+
+def _raw_call(url: str, api: str, data: list) -> str:
+    """The event stream the server sends for a call of ``api`` with ``data`` as given (no client uploads it)."""
+    import httpx
+
+    event = httpx.post(f"{url}gradio_api/call/{api}", json={"data": data}, timeout=30).json()["event_id"]
+    return httpx.get(f"{url}gradio_api/call/{api}/{event}", timeout=60).text
+
+
+def _big_png(path: Path) -> Path:
+    """The issue's file: 7000 x 7000 RGBA, black but for a grey square, about 200 KB (49 megapixels decoded)."""
+    rgba = np.zeros((7000, 7000, 4), np.uint8)
+    rgba[3000:3400, 3000:3400] = (200, 180, 160, 255)
+    Image.fromarray(rgba, "RGBA").save(path, optimize=True)
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+@pytest.mark.timeout(600)
+def test_after_a_kill_nothing_is_left_and_large_uploads_stay_within_memory(tiny_bundle, tmp_path):
+    """Through ``python app.py`` with its own temp folder: uploads, overlays and CSVs of a SIGKILLed server are gone
+    once the next one answers (another program's files are not); a stale export temp file is
+    gone; a path sent instead of an upload is told so; three 49-megapixel PNGs at once raise the server's peak
+    memory by at most 600 MB over its warmed-up peak and leave the answers for normal slices as they were."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    temp, cache = tmp_path / "gradio", tmp_path / "cache"
+    foreign = [temp / "other-program" / "notes.txt", temp / "shared.txt"]
+    for file in foreign:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("another program's file")
+        os.utime(file, (time.time() - 7200,) * 2)  # old, and still not ours to remove
+    stale = cache / "onnx" / f".{'0' * 16}.onnx.{_GONE_PID}.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half an export")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**ENV, "GRADIO_TEMP_DIR": str(temp), "TUMORLIB_CACHE": str(cache), "TUMORLIB_MODEL": str(tiny_bundle)}
+    env |= {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    secret = f"patient-{uuid.uuid4().hex}"
+    sent = tmp_path / "sent"
+    sent.mkdir()
+    slices = []
+    for i, original in enumerate(ORIGINALS):
+        slices.append(sent / f"{secret}-{i}.png")
+        slices[-1].write_bytes(_encode(Image.fromarray(_grey(original)), "PNG"))
+    dicom = sent / f"{secret}.dcm"
+    dicom.write_bytes(_dicom(_grey(ORIGINALS[0]).astype(np.uint16) * 16))
+    log = tmp_path / "app.log"
+
+    first, client = _serve(env, log, url)
+    try:
+        for path in [*slices, dicom]:
+            label, overlay, _ = client.predict(handle_file(str(path)), api_name="/predict")
+            assert label["label"] in LABELS3 and overlay
+        table, csv_path, *_ = client.predict([handle_file(str(p)) for p in slices], "tiny", api_name="/batch")
+        assert len(table["data"]) == 2 and csv_path
+        for not_an_upload in (str(ORIGINALS[0]), {"path": str(ORIGINALS[0]), "meta": {"_type": "gradio.FileData"}}):
+            assert "Only uploaded files are accepted" in _raw_call(url, "predict", [not_an_upload])
+        client.close()
+        left = {p for p in _files(temp) if p not in foreign}
+        assert any(secret in p.name and p.suffix == ".dcm" for p in left)  # the uploads, and the server's own files:
+        assert any(p.name == "tumour_predictions.csv" for p in left)  # the batch CSV and overlays
+        examples = {p.name for p in app.EXAMPLES_DIR.iterdir()}
+        overlays = [p for p in left if p.suffix in (".png", ".webp", ".jpeg") and secret not in p.name]
+        assert [p for p in overlays if p.name not in examples]
+        assert not stale.exists()  # gone at start
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    assert all(p.exists() for p in left)  # a killed server deletes nothing itself
+
+    second, client = _serve(env, log, url)
+    try:
+        answers = {p: client.predict(handle_file(str(p)), api_name="/predict")[0] for p in slices}
+        assert [p for p in left if p.exists()] == []  # once it answers, nothing of the earlier server is left
+        assert [p.read_text() for p in foreign] == ["another program's file"] * 2
+
+        big = _big_png(tmp_path / "big.png")
+        assert big.stat().st_size < 400_000
+        for path in slices:  # warmed up: every path of a normal answer taken twice
+            assert client.predict(handle_file(str(path)), api_name="/predict")[0] == answers[path]
+        warmed = _vm_hwm(second.pid)
+        outcomes: list[object] = []
+
+        def send() -> None:
+            from gradio_client import Client
+
+            each = Client(url, verbose=False, download_files=False, analytics_enabled=False)
+            try:
+                outcomes.append(each.predict(handle_file(str(big)), api_name="/predict")[0]["label"])
+            except AppError as err:  # a refusal with its reason is an answer too
+                outcomes.append(str(err))
+            finally:
+                each.close()
+
+        threads = [threading.Thread(target=send) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(180)
+        grown = (_vm_hwm(second.pid) - warmed) / 2**20
+        assert len(outcomes) == 3 and all(isinstance(o, str) and o for o in outcomes), outcomes
+        assert grown <= 600, f"peak resident memory grew by {grown:.0f} MB"
+        for path in slices:
+            assert client.predict(handle_file(str(path)), api_name="/predict")[0] == answers[path]
+        client.close()
+    finally:
+        second.send_signal(signal.SIGKILL)
+        second.wait(30)

@@ -75,7 +75,8 @@ def test_html_report_is_self_contained(metrics, history):
     assert "<h1>ResNet-50 &lt;patient split&gt;</h1>" in page
     # Counts, normalised counts, ROC, reliability, loss and accuracy curves.
     assert page.count("Plotly.newPlot(") == 6
-    assert "not transcribed" in page and "patient-level" in page
+    assert "Paper: ResNet-50" in page and results.format_pct(results.PAPER["metrics"]["f1"]) in page
+    assert "unstated" in page and "ours is by patient" in page
     assert "Mean ± std" in page and "84.0%" in page and "Input gate" in page
 
     plain = report.html_report(metrics, "Single run")

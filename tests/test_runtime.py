@@ -157,6 +157,18 @@ def test_every_engine_reports_the_early_stages_the_gate_reads(tiny_bundle, sampl
     heads = rt.Heads(clf.model)
     reference = clf.forward(x)
     assert reference.stages.shape == (3, sum(heads.stage_widths())) and len(heads.stage_widths()) == rt.EARLY_STAGES
+    with torch.inference_mode():
+        _, (grid,) = clf.model.forward_intermediates(x, indices=[heads.grid_stage])
+    assert heads.grid_stage == rt.default_grid_stage(clf.model)
+    assert clf.feature_info[heads.grid_stage]["reduction"] == 16 and torch.allclose(reference.grid, grid, atol=1e-5)
     if rt.onnx_available():
         onnx = rt.make_engine("onnx", clf.model, clf.device, clf.size)(x)
         assert torch.allclose(onnx.stages, reference.stages, atol=1e-4, rtol=1e-3)
+        assert torch.allclose(onnx.grid, reference.grid, atol=1e-4, rtol=1e-3)
+
+
+def test_an_older_export_format_is_not_reused(tiny_bundle, cache, monkeypatch):
+    clf = Classifier.from_pretrained(tiny_bundle, variant="fp32")
+    key = rt._model_key(clf.model, clf.size)
+    monkeypatch.setattr(rt, "EXPORT_FORMAT", rt.EXPORT_FORMAT - 1)
+    assert rt._model_key(clf.model, clf.size) != key

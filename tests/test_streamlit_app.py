@@ -99,17 +99,23 @@ def test_overview_cards_show_the_metrics_files_numbers(app):
     assert cards["Macro AUC"].value == f"{metrics['macro_auc']:.3f}"
     assert cards["Evaluated"].value == f"{metrics['n_groups']} patients · {metrics['n']} slices"
 
-    # Ours next to the paper: only the verified paper accuracy, the rest "not transcribed", with the caveat.
+    # Ours next to the paper's Tables 1 and 2 as printed (results/paper/), with the note on them.
     table1 = at.dataframe[0].value
-    assert table1.loc[0, "Metric"] == "Accuracy" and table1.loc[0, "Paper"] == "95.3%"
+    with (ROOT / "results" / "paper" / "table1.csv").open(encoding="utf-8") as handle:
+        printed = {row["metric"]: row for row in csv.DictReader(handle)}
+    assert list(table1["Paper: ResNet-50"]) == [f"{float(row['dnn_with_resnet50']):.1f}%" for row in printed.values()]
+    assert table1.loc[0, "Metric"] == "Accuracy"
     assert table1.loc[0, "Ours (95% CI)"].startswith(_pct(metrics["accuracy"]))
-    assert set(table1.loc[1:, "Paper"]) == {"not transcribed"}
     assert table1.loc[0, "Ours, mean ± std over folds"].startswith(
         f"{metrics['cv_summary']['accuracy']['mean'] * 100:.1f} ± "
     )
     table2 = at.dataframe[1].value
     assert list(table2["Class"]) == metrics["labels"]
-    assert "unstated" in _texts(at.caption) and "patient-level split" in _texts(at.caption)
+    with (ROOT / "results" / "paper" / "table2.csv").open(encoding="utf-8") as handle:
+        per_class = {row["class"]: float(row["validation_accuracy"]) for row in csv.DictReader(handle)}
+    shown = dict(zip(table2["Class"], table2["Paper (validation accuracy)"], strict=True))
+    assert shown == {label: _pct(per_class[label]) if label in per_class else "—" for label in metrics["labels"]}
+    assert "unstated" in _texts(at.caption) and "disagree with each other" in _texts(at.caption)
     # The 4-class run shows no_tumor figures, so the scanner caveat is there.
     assert "other scanners, sequences" in _texts(at.warning)
     titles = [_title(spec) for spec in _specs(at)]
@@ -124,7 +130,10 @@ def test_switching_runs_updates_every_number(app):
     cards = {metric.label: metric.value for metric in at.metric}
     assert cards["Accuracy"] == _pct(metrics["accuracy"])
     assert cards["Evaluated"] == f"{metrics['n_groups']} patients · {metrics['n']} slices"
-    assert list(at.dataframe[1].value["Class"]) == ["glioma", "meningioma", "pituitary"]
+    # Table 2 as the paper printed it: its no-tumour row too, where this 3-class run has no figure.
+    table2 = at.dataframe[1].value
+    assert list(table2["Class"]) == ["glioma", "meningioma", "pituitary", "no_tumor"]
+    assert table2.iloc[3, 1] == "—" and table2.iloc[0, 1].startswith(_pct(metrics["per_class"]["glioma"]["accuracy"]))
     # No no_tumor class, so no scanner caveat.
     assert not at.warning
     assert "tiny3-cv" in at.markdown[0].value and "3 classes" in at.markdown[0].value
@@ -275,6 +284,24 @@ def test_export_offers_csv_html_and_says_why_no_png(app):
     if streamlit_app.png_export_problem() is not None:
         assert "PNG export is not available here" in _texts(at.info)
         assert not any(label.endswith("(PNG)") for label in labels)
+    else:  # the files of python -m train.report, built on the click
+        assert "Report (PDF)" in labels and "Every figure (PNG, zip)" in labels
+
+
+def test_the_dashboard_opens_on_the_shipped_default_models_results(app, tmp_path):
+    """The default bundle carries its results run's metrics.json: that run is the one shown first."""
+    results_root, models = tmp_path / "results", tmp_path / "models"
+    for run in ("tiny-cv", "tiny3-cv"):
+        shutil.copytree(DEMO / run, results_root / run)
+    (models / "default").mkdir(parents=True)
+    shutil.copy(DEMO / "tiny3-cv" / "metrics.json", models / "default" / "metrics.json")
+    at = app(results_root, models).run()
+    assert not at.exception
+    select = at.sidebar.selectbox(key="run")
+    assert select.options[0] == "tiny-cv" and select.value == "tiny3-cv"
+    # Without a default bundle the first run is shown.
+    at = app(results_root).run()
+    assert at.sidebar.selectbox(key="run").value == "tiny-cv"
 
 
 # --------------------------------------------------------------------------- missing and partial results

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+import shutil
 
 import pandas as pd
 import pytest
@@ -17,15 +19,60 @@ def metrics() -> dict:
     return make_metrics()
 
 
-def test_paper_holds_only_the_verified_accuracy():
-    assert results.PAPER["metrics"] == {"accuracy": 0.953}
-    assert results.PAPER["per_class"] == {}
-    assert "unstated" in results.PAPER_CAVEAT and "patient-level" in results.PAPER_CAVEAT
+def _printed() -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The paper's tables read straight from the CSV files, independently of tumorlib."""
+    with (results.PAPER_DIR / "table1.csv").open(encoding="utf-8") as handle:
+        table1 = {row.pop("metric"): {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)}
+    with (results.PAPER_DIR / "table2.csv").open(encoding="utf-8") as handle:
+        table2 = {row["class"]: float(row["validation_accuracy"]) for row in csv.DictReader(handle)}
+    return table1, table2
+
+
+def test_the_paper_is_read_from_its_printed_tables():
+    table1, table2 = _printed()
+    assert set(table1) == {"accuracy", "specificity", "precision", "recall", "f1"}
+    for metric, columns in table1.items():
+        for column, value in columns.items():
+            assert results.PAPER["columns"][column][metric] == pytest.approx(value / 100)
+        assert results.PAPER["metrics"][metric] == pytest.approx(columns["dnn_with_resnet50"] / 100)
+    assert {label: entry["accuracy"] for label, entry in results.PAPER["per_class"].items()} == table2
+    assert results.PAPER["missing"] == ""
+
+
+def test_the_note_says_the_split_is_unstated_and_the_figures_disagree():
+    table1, _ = _printed()
+    p, r = table1["precision"]["dnn_with_resnet50"], table1["recall"]["dnn_with_resnet50"]
+    note = results.PAPER_CAVEAT
+    assert "unstated" in note and "by patient" in note and "disagree" in note
+    assert f"give F1 {2 * p * r / (p + r):.1f}%, not the printed {table1['f1']['dnn_with_resnet50']:.1f}%" in note
+
+
+def test_load_paper_reads_a_copy_and_refuses_broken_files(tmp_path):
+    for name in ("table1.csv", "table2.csv"):
+        shutil.copy(results.PAPER_DIR / name, tmp_path / name)
+    assert results.load_paper(tmp_path)["columns"] == results.PAPER["columns"]
+    (tmp_path / "table1.csv").write_text("metric,dnn_with_resnet50\naccuracy,ninety\n", encoding="utf-8")
+    with pytest.raises(results.ResultsError, match="not a number"):
+        results.load_paper(tmp_path)
+    (tmp_path / "table2.csv").unlink()
+    (tmp_path / "table1.csv").write_text("metric,dnn_with_resnet50\naccuracy,95\n", encoding="utf-8")
+    with pytest.raises(results.ResultsError, match="table2.csv"):
+        results.load_paper(tmp_path)
+
+
+def test_without_the_tables_the_paper_cells_read_missing_and_the_note_says_why():
+    empty = {"metrics": {}, "missing": "the paper's tables are not installed"}
+    note = results.paper_caveat(empty)
+    assert "unstated" in note and note.endswith("Here the paper's tables are not installed.")
+
+
+PAPER_COLUMNS = ["Paper: ResNet-50", "Paper: DNN with autoencoders"]
 
 
 def test_paper_table1_single_run(metrics):
+    table1, _ = _printed()
     table = tables.paper_table1(metrics)
-    assert list(table.columns) == ["Metric", "Ours (95% CI)", "Paper"]
+    assert list(table.columns) == ["Metric", "Ours (95% CI)", *PAPER_COLUMNS]
     assert list(table["Metric"]) == [
         "Accuracy",
         "Specificity (macro)",
@@ -33,8 +80,9 @@ def test_paper_table1_single_run(metrics):
         "Recall (macro)",
         "F1 (macro)",
     ]
-    assert table.loc[0, "Paper"] == "95.3%"
-    assert (table.loc[1:, "Paper"] == "not transcribed").all()
+    for row, key in zip(table.itertuples(index=False), table1, strict=True):
+        assert row[2] == results.format_pct(table1[key]["dnn_with_resnet50"] / 100)
+        assert row[3] == results.format_pct(table1[key]["dnn_with_autoencoders"] / 100)
     macro = metrics["macro"]
     assert table.loc[1, "Ours (95% CI)"] == results.format_interval(macro["specificity"], macro["specificity_ci"])
     assert table.loc[0, "Ours (95% CI)"].startswith(results.format_pct(metrics["accuracy"]) + " (")
@@ -42,21 +90,33 @@ def test_paper_table1_single_run(metrics):
 
 def test_paper_tables_with_cross_validation():
     table = tables.paper_table1(make_cv_metrics())
-    assert list(table.columns) == ["Metric", "Ours (95% CI)", "Ours, mean ± std over folds", "Paper"]
+    assert list(table.columns) == ["Metric", "Ours (95% CI)", "Ours, mean ± std over folds", *PAPER_COLUMNS]
     assert table.loc[0, "Ours, mean ± std over folds"] == "95.0 ± 1.2%"
     assert table.loc[4, "Ours, mean ± std over folds"] == "90.0 ± 2.0%"
     table2 = tables.paper_table2(make_cv_metrics())
-    assert list(table2["Ours, mean ± std over folds"]) == ["96.0 ± 1.0%"] * 3
+    assert list(table2["Ours, mean ± std over folds"])[: len(LABELS)] == ["96.0 ± 1.0%"] * 3
 
 
 def test_paper_table2_per_class_accuracy(metrics):
+    _, table2 = _printed()
     table = tables.paper_table2(metrics)
-    assert list(table.columns) == ["Class", "Ours (95% CI)", "Paper"]
-    assert list(table["Class"]) == LABELS
-    for row, label in zip(table.itertuples(index=False), LABELS, strict=True):
-        stats = metrics["per_class"][label]
-        assert row[1] == results.format_interval(stats["accuracy"], stats["accuracy_ci"])
-        assert row[2] == "not transcribed"
+    assert list(table.columns) == ["Class", "Ours (95% CI)", "Paper (validation accuracy)"]
+    # Our classes first, then those only the paper printed (its no-tumour class), ours missing there.
+    assert list(table["Class"]) == [*LABELS, *(label for label in table2 if label not in LABELS)]
+    for row in table.itertuples(index=False):
+        stats = metrics["per_class"].get(row[0])
+        ours = results.format_interval(stats["accuracy"], stats["accuracy_ci"]) if stats else results.MISSING
+        assert row[1] == ours
+        assert row[2] == results.format_pct(table2[row[0]])
+
+
+def test_paper_table_puts_both_tables_in_one(metrics):
+    both = tables.paper_table(metrics)
+    first, second = tables.paper_table1(metrics), tables.paper_table2(metrics)
+    assert list(both.columns) == ["Metric", "Ours (95% CI)", "Paper: ResNet-50"]
+    assert len(both) == len(first) + len(second)
+    assert list(both["Paper: ResNet-50"]) == [*first["Paper: ResNet-50"], *second["Paper (validation accuracy)"]]
+    assert both.loc[len(first), "Metric"] == f"Accuracy, {second.loc[0, 'Class']} (one vs rest)"
 
 
 def test_per_class_table_formatted_and_numeric(metrics):

@@ -79,7 +79,8 @@ def non_mri_images() -> dict[str, np.ndarray]:
 
 
 #: pydicom's test files that hold one image of something other than a brain MRI. Left out: MR_small
-#: (a 64 x 64 crop of a head MR), files without pixels, multi-frame and tiny ones (the decoder refuses those).
+#: (a 64 x 64 crop of a head MR), files without pixels, tiny ones (the decoder refuses those) and multi-frame
+#: ones (series, not one image).
 MEDICAL_FILES = {
     "693_J2KI.dcm": "CT, head (brain window)",
     "J2K_pixelrep_mismatch.dcm": "CT, head",

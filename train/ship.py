@@ -4,6 +4,7 @@
         --data ../shared/data/figshare --data ../shared/data/br35h_sartaj --val-fraction 0.2
     python -m train.ship runs/mnv2-4c-cv models/mobilenetv2 --results results/mnv2-4c-cv
     python -m train.ship runs/r50-3c-cv --results results/r50-3c-cv
+    python -m train.ship forward-pass models/default models/mobilenetv2   # re-decide the forward pass only
 
 A single-split run (``--val-fraction``): its bundle is scored by ``train.evaluate`` on the same
 held-out patients it was validated on, and never on patients it trained on. A cross-validation run
@@ -14,6 +15,11 @@ gets the bundle files, ``metrics.json`` (plus the not-an-MRI test and how the te
 and a model card; ``--results`` writes the dashboard's copy of the
 figures, history, config and per-slice predictions (and each fold's), and works without a model
 folder for a CV run that has no final model. No weights go to ``--results``.
+
+Shipping also decides how the app runs the forward pass (:func:`tumorlib.registry.record_forward_pass`):
+every start-up variant is timed on the project's real slices and the fastest that gives fp32's answers
+is stored in config.json (``forward_pass``), with its evidence, so a start only rechecks it.
+``forward-pass`` does that step alone, for bundles already shipped.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from pathlib import Path
 from tumorlib.bundle import update_config
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
+from tumorlib.inference import Classifier
 from tumorlib.modelcard import model_card
+from tumorlib.registry import FORWARD_PASS, record_forward_pass
 
 from . import conformal, evaluate
 from .nonmri import SETS, refusal_rate
@@ -142,6 +150,8 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     if "conformal" not in (config.get("tumorlib") or {}):
         update_config(to, conformal=conformal.run_thresholds(run, metrics["temperature"]))
         config = load_json(to / "config.json")
+    decide_forward_pass(to)
+    config = load_json(to / "config.json")
     metrics["model"] = str(to)
     metrics["calibration"] = dict(metrics.get("calibration") or {}) | {
         "temperature": metrics["temperature"],
@@ -158,6 +168,14 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     save_json(metrics, to / "metrics.json")
     atomic_write_text(to / "README.md", model_card(config, metrics))
     return metrics
+
+
+def decide_forward_pass(model_dir: Path) -> dict:
+    """Time the start-up variants on this machine and record the choice in the bundle's config.json."""
+    record = record_forward_pass(Classifier.from_pretrained(model_dir, device="cpu", variant="fp32"))
+    update_config(model_dir, **{FORWARD_PASS: record})
+    print(f"{model_dir}: forward pass {record['chosen']}", file=sys.stderr)
+    return record
 
 
 def copy_bundle(run: Path, to: Path) -> None:
@@ -200,6 +218,7 @@ def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace
     metrics = evaluate.main(evaluate.get_args_parser().parse_args(eval_args))
 
     copy_bundle(run, to)
+    decide_forward_pass(to)
     metrics["model"] = str(to)
     if "gate" in metrics:
         gate_cfg = (load_json(to / "config.json").get("tumorlib") or {}).get("gate") or {}
@@ -218,9 +237,17 @@ def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace
 
 
 def cli(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        return main(args)
+        if argv[:1] == ["forward-pass"]:
+            p = argparse.ArgumentParser(
+                prog="python -m train.ship forward-pass", description=decide_forward_pass.__doc__
+            )
+            p.add_argument("models", nargs="+", help="shipped model folders")
+            for folder in p.parse_args(argv[1:]).models:
+                decide_forward_pass(Path(folder))
+            return 0
+        return main(get_args_parser().parse_args(argv))
     except (TumorlibError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

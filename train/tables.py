@@ -27,7 +27,6 @@ from tumorlib import results
 from tumorlib.fileio import atomic_write_text
 from tumorlib.results import (
     MISSING,
-    NOT_TRANSCRIBED,
     PAPER,
     format_count,
     format_interval,
@@ -74,7 +73,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
         k = results.n_folds(m) or 0
         header += [f"{name}: pooled out-of-fold (95% CI)", f"{name}: mean ± std over {k} folds"]
     if paper:
-        header.append("paper (split unstated)")
+        header.append("paper (split unstated): its ResNet-50, Table 1 as printed")
     rows = []
     for key in ("accuracy", *_MACRO):
         row = ["accuracy" if key == "accuracy" else f"macro {key}"]
@@ -91,7 +90,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
                     format_mean_std(results.section(m, "cv_summary", "macro").get(key)),
                 ]
         if paper:
-            row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else NOT_TRANSCRIBED)
+            row.append(format_pct(paper["metrics"][key]) if key in paper["metrics"] else MISSING)
         rows.append(row)
         if key == "accuracy" and any(results.patient_level(m) for m in runs.values()):
             row = ["accuracy per patient (of n patients; their slices one by one)"]
@@ -105,7 +104,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
     for name in runs:
         header += [f"{name}: pooled (95% CI)", f"{name}: recall / precision", f"{name}: mean ± std over folds"]
     if paper:
-        header.append("paper")
+        header.append("paper, Table 2 as printed (validation accuracy)")
     rows = []
     for label in _labels(runs):
         row = [label]
@@ -119,9 +118,11 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             ]
         if paper:
             paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
-            row.append(NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value))
+            row.append(MISSING if paper_value is None else format_pct(paper_value))
         rows.append(row)
     lines += [*_table(header, rows), ""]
+    if paper:
+        lines.append(f"- {results.PAPER_CAVEAT}")
     for name, m in runs.items():
         lines.append(f"- {name}: {_calibration_text(m)} {_cam_text(m)}".rstrip())
     return "\n".join(lines)

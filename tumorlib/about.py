@@ -45,15 +45,22 @@ Single 2-D slices only; a closed set of classes (anything else still gets one of
 evaluated on public data from a few hospitals. See the Model tab for the figures and the model card.
 
 ### Privacy
-Uploads are not stored: they are processed in memory, not logged, not used for training. The copies a
-web app needs (the uploaded file, its heatmap, a batch CSV) sit in a folder of this server's temporary
-folder that belongs to the running app alone, and are deleted within {minutes} minutes; if the server
-stops abruptly, whatever it left is deleted when the app starts again. There is no flagging.
+Uploads are not stored beyond their use: never logged, never used for training, no flagging. What is
+kept, where, and for how long:
+- **Files** (each uploaded file, the heatmap shown, a batch CSV): on this server's disk, in a folder of its
+  temporary folder that belongs to the running app alone (`tumour-app/` inside `GRADIO_TEMP_DIR`),
+  deleted within {minutes} minutes of being written, and all of it when the app stops normally.
+- **After a crash** (the server killed, out of memory, a power cut): the files stay on the disk until the
+  app starts again there, which deletes them before it answers its first request.
+- **In memory**: the decoded image and its heatmaps, for redrawing the page, at most {minutes} minutes
+  after your last change.
 
 ### Use it from Python
 {api_snippet()}
 
 Errors (an unreadable file, an image that is not a brain MRI) raise an exception in the client with
 the reason, never a label. `/batch` takes a list of files (images or zips) and a model name and returns
-the results table and a CSV.
+the results per slice (a table and a CSV), a summary, one answer per DICOM series or zip folder (the mean
+of the calibrated probabilities of the slices the check accepts) and each group's best slice with its
+heatmap. A multi-frame DICOM is one series of its frames there; the Classify tab reads its middle frame.
 """

@@ -58,10 +58,14 @@ __all__ = [
     "UnsafeArchiveError",
     "ZipBombError",
     "batch_summary",
+    "blank_row",
     "check_zip",
+    "decode_item",
+    "error_row",
     "is_zip",
     "iter_batch",
     "plan_batch",
+    "prediction_row",
     "require_upload",
     "result_columns",
     "result_row",
@@ -377,37 +381,54 @@ def iter_batch(
 
 
 def result_columns(labels: Sequence[str]) -> list[str]:
-    """The columns of the results table: file, prediction, confidence, one probability per class, the 95%
+    """The columns of the results table: file, group (the series or folder it was pooled with, empty for a
+    loose file; see :mod:`tumorlib.groups`), prediction, confidence, one probability per class, the 95%
     prediction set (``set_95``: its classes joined by ``|``, empty when the model has no thresholds), note."""
-    return ["file", "prediction", "confidence", *(f"p_{label}" for label in labels), "set_95", "note"]
+    return ["file", "group", "prediction", "confidence", *(f"p_{label}" for label in labels), "set_95", "note"]
 
 
-def result_row(clf: Classifier, item: BatchItem, check: bool = True) -> dict[str, Any]:
-    """One item's row: its prediction, probabilities and 95% prediction set, or in ``note`` why there are none."""
-    row: dict[str, Any] = {"file": item.name, "prediction": "", "confidence": math.nan, "set_95": "", "note": ""}
-    row.update({f"p_{label}": math.nan for label in clf.labels})
-    if item.error is not None:
-        row["note"] = user_message(item.error)
-        return row
-    try:
-        image = (
-            decode_image(item.path)
-            if item.path is not None
-            else decode_bytes(item.data or b"", name=Path(item.name).name)
-        )
-        prediction, _, _ = pipeline.classify(clf, image, check)
-    except TumorlibError as err:
-        row["note"] = user_message(err)
-        return row
-    except Exception:  # one bad file must not sink the batch
-        log.exception("Unexpected error on one batch file")
-        row["note"] = UNEXPECTED_MESSAGE
-        return row
+def blank_row(name: str, labels: Sequence[str], note: str = "") -> dict[str, Any]:
+    """A row with no prediction: ``note`` says why."""
+    row: dict[str, Any] = {"file": name, "group": "", "prediction": "", "confidence": math.nan, "set_95": ""}
+    row.update({f"p_{label}": math.nan for label in labels})
+    row["note"] = note
+    return row
+
+
+def error_row(name: str, labels: Sequence[str], err: BaseException) -> dict[str, Any]:
+    """The row of a file that was refused or could not be read (an unforeseen error gets a general note)."""
+    return blank_row(name, labels, user_message(err) if isinstance(err, TumorlibError) else UNEXPECTED_MESSAGE)
+
+
+def prediction_row(name: str, labels: Sequence[str], prediction: pipeline.Prediction) -> dict[str, Any]:
+    """The row of a classified file: its prediction, probabilities and 95% prediction set."""
+    row = blank_row(name, labels)
     row["prediction"] = prediction.label
     row["confidence"] = prediction.confidence
     row.update({f"p_{label}": p for label, p in prediction.items()})
     row["set_95"] = "|".join(prediction.prediction_set(0.95) or [])
     return row
+
+
+def decode_item(item: BatchItem) -> Any:
+    """The decoded image of a batch item (raises the decoder's ImageError, or the item's own error)."""
+    if item.error is not None:
+        raise item.error
+    if item.path is not None:
+        return decode_image(item.path)
+    return decode_bytes(item.data or b"", name=Path(item.name).name)
+
+
+def result_row(clf: Classifier, item: BatchItem, check: bool = True) -> dict[str, Any]:
+    """One item's row: its prediction, probabilities and 95% prediction set, or in ``note`` why there are none."""
+    try:
+        prediction, _, _ = pipeline.classify(clf, decode_item(item), check)
+    except TumorlibError as err:
+        return error_row(item.name, clf.labels, err)
+    except Exception as err:  # one bad file must not sink the batch
+        log.exception("Unexpected error on one batch file")
+        return error_row(item.name, clf.labels, err)
+    return prediction_row(item.name, clf.labels, prediction)
 
 
 def csv_safe(value: Any) -> Any:
@@ -420,8 +441,9 @@ def csv_safe(value: Any) -> Any:
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """The results table as CSV, its text cells made formula-safe."""
     safe = frame.copy()
-    safe["file"] = safe["file"].map(csv_safe)
-    safe["note"] = safe["note"].map(csv_safe)
+    for column in ("file", "group", "note", "best_slice", "refused", "description"):
+        if column in safe:
+            safe[column] = safe[column].map(csv_safe)
     safe.to_csv(path, index=False, float_format="%.6f")
     return path
 

@@ -8,8 +8,7 @@ those of :mod:`tumorlib.tables` and :mod:`tumorlib.figures`. Nothing is recomput
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import yaml
 
-from . import figures, results, tables
+from . import figures, results, slides, tables
 from .results import format_auc, format_pct, number
 
 __all__ = [
@@ -31,6 +30,7 @@ __all__ = [
     "conformal_caption",
     "confusion_caption",
     "confusion_scopes",
+    "default_run",
     "discover_runs",
     "explanation_cards",
     "figure_html",
@@ -111,6 +111,29 @@ def discover_runs(root: Path, bundled: bool = False) -> list[Run]:
             continue
         runs.extend(Run(f"{child.name}/{p.name}", p, bundled) for p in nested if (p / "metrics.json").is_file())
     return runs
+
+
+def default_run(runs: list[Run], models_root: Path) -> Run | None:
+    """The run to open on: the results run whose metrics the shipped default model carries (its bundle's
+    ``metrics.json`` is that run's), else the default bundle itself, else the first run."""
+    if not runs:
+        return None
+    shipped = models_root / "default" / "metrics.json"
+    try:
+        wanted = json.loads(shipped.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return runs[0]
+    bundle = next((run for run in runs if run.bundled and run.path.resolve() == shipped.parent.resolve()), None)
+    for run in runs:
+        if run.bundled:
+            continue
+        path = run.path / "metrics.json"
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == wanted:
+                return run
+        except (OSError, ValueError):
+            continue
+    return bundle or runs[0]
 
 
 def pending_runs(root: Path) -> list[str]:
@@ -197,24 +220,8 @@ def slug(text: str) -> str:
 
 
 def run_figures(metrics: Mapping, history: pd.DataFrame | None) -> dict[str, Callable[[], go.Figure]]:
-    """Every chart of a run, by name, built only when asked for."""
-    charts: dict[str, Callable[[], go.Figure]] = {
-        "Confusion matrix (counts)": lambda: figures.confusion_matrix_figure(metrics),
-        "Confusion matrix (row shares)": lambda: figures.confusion_matrix_figure(metrics, normalized=True),
-        "Per-class metrics": lambda: figures.per_class_figure(metrics),
-        "ROC curves": lambda: figures.roc_figure(metrics),
-        "Reliability diagram": lambda: figures.reliability_figure(metrics),
-    }
-    if results.patient_level(metrics).get("confusion_matrix"):
-        charts["Confusion matrix per patient"] = lambda: figures.patient_confusion_figure(metrics)
-    if results.conformal(metrics):
-        charts["Prediction-set coverage"] = lambda: figures.coverage_figure(metrics)
-        charts["Prediction-set size"] = lambda: figures.set_size_figure(metrics)
-    if history is not None and not history.empty:
-        charts["Training loss"] = lambda: figures.history_figure(history, "loss")
-        charts["Training accuracy"] = lambda: figures.history_figure(history, "acc")
-        charts["Learning rate"] = lambda: figures.history_figure(history, "lr")
-    return charts
+    """Every chart of a run, by name, built only when asked for (the report's figures: :mod:`tumorlib.slides`)."""
+    return slides.figure_builders(metrics, history)
 
 
 def run_tables(metrics: Mapping, predictions: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
@@ -239,13 +246,8 @@ def run_tables(metrics: Mapping, predictions: pd.DataFrame | None) -> dict[str, 
 
 
 def png_export_problem() -> str | None:
-    """Why plotly's static PNG export cannot work here (None when it can): it needs kaleido and a Chrome."""
-    if importlib.util.find_spec("kaleido") is None:
-        return "the kaleido package is not installed"
-    browsers = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-    if not any(shutil.which(name) for name in browsers):
-        return "kaleido is installed but no Chrome or Chromium browser was found"
-    return None
+    """Why the PDF and PNG export cannot work here (None when it can): it needs kaleido and a Chrome."""
+    return slides.renderer_problem()
 
 
 # --------------------------------------------------------------------------- cards and captions

@@ -21,20 +21,12 @@ from PIL import Image
 from .decode import decode_image
 from .errors import DatasetError, ImageError
 from .labels import ALIASES as _ALIASES
-from .labels import CLASS_NAMES
-
-#: In a group id, the mark of images that carry no patient id (grouped only with their near-duplicates).
-NO_PATIENT_MARKER = "/dup:"
+from .labels import CLASS_NAMES, NO_PATIENT_MARKER, has_patient_id  # noqa: F401 - has_patient_id: data's API
 
 #: Label codes of the original figshare release (``cjdata.label``).
 FIGSHARE_CODES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".dcm")
-
-
-def has_patient_id(group: str) -> bool:
-    """Whether a record's group is a real patient, not an image grouped only with its near-duplicates."""
-    return NO_PATIENT_MARKER not in str(group)
 
 
 def canonical_label(name: str) -> str:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import stat
+import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,10 @@ def _looks_like_text(head: bytes) -> bool:
 
 #: Bytes per pixel Pillow holds for an image of each mode (multi-band modes take 4).
 _PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+#: What Pillow's format plugins raise for a damaged file, besides OSError (a DDS with unknown flags raises
+#: NotImplementedError, a bad header struct.error or IndexError): each becomes a CorruptImageError.
+_PIL_FAILURES = (OSError, SyntaxError, ValueError, EOFError, NotImplementedError, struct.error, IndexError, KeyError,
+                 TypeError, ZeroDivisionError, OverflowError)  # fmt: skip
 _PIL_GREY = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -222,7 +227,7 @@ def _decode_pil(file: BinaryIO, what: str, max_pixels: int, min_side: int) -> np
             raise UnsupportedFormatError(
                 f"{what}is not an image format we can read. Please upload {SUPPORTED_FORMATS}."
             ) from None
-        except (OSError, SyntaxError, ValueError) as err:
+        except _PIL_FAILURES as err:
             raise CorruptImageError(f"{what}could not be read as an image ({describe(err)}).") from None
     with im:
         check_size(im.width, im.height, max_pixels, min_side)  # header only: nothing decoded yet
@@ -242,7 +247,7 @@ def _decode_pil(file: BinaryIO, what: str, max_pixels: int, min_side: int) -> np
                     orientation = int(im.getexif().get(0x0112, 1) or 1) if large else 1
                     if not large:
                         im = ImageOps.exif_transpose(im)
-            except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+            except (*_PIL_FAILURES, Image.DecompressionBombError) as err:
                 raise CorruptImageError(f"{what}is damaged or truncated ({describe(err)}).") from None
             factor = factor_for(im.width, im.height)
             if factor == 1:  # small, or a JPEG its draft brought within MAX_SIDE
@@ -337,7 +342,7 @@ def _decode_tiff(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
                     arr = page.asarray()
                     return finish(_tiff_pixels(arr, photometric, orientation, extra, max_pixels, min_side), min_side)
             check_reduced(width, height, factor, min_side)
-            rows = _tiff_rows(tif, page, file)
+            rows = _tiff_rows(tif, page, file) or _tiff_strip_rows(tif, page)
             with BUDGET.reserve(estimate(0 if rows else native, width, height, min(samples, 3), factor)):
                 if rows is None:
                     arr = page.asarray()
@@ -349,7 +354,12 @@ def _decode_tiff(file: BinaryIO, max_pixels: int, min_side: int) -> np.ndarray:
         raise
     except Exception:  # noqa: BLE001 - a codec tifffile lacks: PIL may still read it
         file.seek(0)
-        return _decode_pil(file, "The TIFF ", max_pixels, min_side)
+        try:
+            return _decode_pil(file, "The TIFF ", max_pixels, min_side)
+        except UnsupportedFormatError:  # neither reader knows it: a TIFF, but damaged or oddly encoded
+            raise CorruptImageError(
+                "The TIFF could not be read: it is damaged, or uses a compression or layout not read here."
+            ) from None
 
 
 def _tiff_pixels(
@@ -410,6 +420,47 @@ def _tiff_rows(tif: Any, page: Any, file: BinaryIO) -> tuple | None:
         if len(data) < (stop - first) * row_bytes:
             raise CorruptImageError("The TIFF is truncated: its pixel data ends early.")
         return np.frombuffer(data, dtype).reshape(stop - first, *shape[1:])
+
+    return rows, shape, dtype
+
+
+def _tiff_strip_rows(tif: Any, page: Any) -> tuple | None:
+    """Like :func:`_array_rows` for a compressed page stored in strips: each strip is read and decoded
+    when its rows are asked for, so a small file that inflates to hundreds of MB never does so whole.
+    None for tiled, planar or multi-plane pages."""
+    try:
+        striped = (
+            not page.is_tiled
+            and page.imagedepth == 1
+            and (page.planarconfig == 1 or page.samplesperpixel == 1)
+            and int(page.rowsperstrip) > 0
+            and tuple(page.shape[:2]) == (page.imagelength, page.imagewidth)
+        )
+        per, shape, dtype = int(page.rowsperstrip), tuple(page.shape), np.dtype(page.dtype)
+        offsets, counts = page.dataoffsets, page.databytecounts
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not striped or len(offsets) < -(-shape[0] // per):
+        return None
+    handle = tif.filehandle
+
+    def strip(index: int) -> np.ndarray:
+        rows = min(per, shape[0] - index * per)
+        if not counts[index]:  # a strip the writer left out: its pixels are zero
+            return np.zeros((rows, *shape[1:]), dtype)
+        handle.seek(offsets[index])
+        data = handle.read(counts[index])
+        if len(data) < counts[index]:
+            raise CorruptImageError("The TIFF is truncated: its pixel data ends early.")
+        values = page.decode(data, index)[0]
+        if values is None:
+            raise CorruptImageError("The TIFF holds a strip that cannot be decoded.")
+        return values.reshape(-1, *shape[1:])[:rows]
+
+    def rows(first: int, stop: int) -> np.ndarray:
+        pieces = [strip(i) for i in range(first // per, (stop - 1) // per + 1)]
+        start = first - (first // per) * per
+        return np.concatenate(pieces)[start : start + stop - first]
 
     return rows, shape, dtype
 

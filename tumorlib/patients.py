@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import has_patient_id
+from .labels import has_patient_id
 from .metrics import bootstrap_ci, confusion_matrix
 
 AGGREGATION = "mean of calibrated probabilities over the slices the not-an-MRI check accepts"

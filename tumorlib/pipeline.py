@@ -1,9 +1,13 @@
 """The one analysis pipeline: any input to the full answer.
 
 decode -> one forward pass -> the not-an-MRI gate -> a refusal, or calibrated probabilities -> the
-heatmap the model offers -> timings. The apps (single uploads and batches), ``train.evaluate``, the
-benchmarks and library users (:meth:`tumorlib.Classifier.predict`, :meth:`~tumorlib.Classifier.analyse`)
-all go through :func:`analyse` and :func:`classify`, so the refusal is decided here and nowhere else.
+heatmap the model offers -> timings. The heatmap comes from the same pass: the tumour map from the
+stage map it returns, Grad-CAM (average-pool + linear head) from its last map; only Grad-CAM++ and
+Grad-CAM of other heads back-propagate through the eager model.
+
+The apps (single uploads and batches), ``train.evaluate``, the benchmarks and library users
+(:meth:`tumorlib.Classifier.predict`, :meth:`~tumorlib.Classifier.analyse`) all go through
+:func:`analyse` and :func:`classify`, so the refusal is decided here and nowhere else.
 
 The heatmap is secondary: when it fails the answer stands, with a note saying why there is none.
 """
@@ -117,6 +121,7 @@ class Analysis:
     image: np.ndarray  # the decoded image, float32 in [0, 1]
     working: np.ndarray  # the same, at most WORKING_SIDE a side: what heatmaps are drawn on
     maps: Any = None  # the last feature map of the classifying pass: Grad-CAM reuses it
+    grid: Any = None  # the same pass's map of the stage the tumour-map head reads
     heatmap: Heatmap | None = None
     precision: str = "fp32"
     device: str = "cpu"
@@ -239,6 +244,7 @@ def analyse(
         image=decoded,
         working=working_copy(decoded),
         maps=outputs.maps,
+        grid=outputs.grid,
         precision=clf.variant,
         device=str(clf.device),
         model=name,
@@ -275,12 +281,13 @@ def gradcam(clf: Classifier, image: np.ndarray, target: str | None, maps: Any = 
     return Heatmap(explanation, time.perf_counter() - started)
 
 
-def tumour_map(clf: Classifier, image: np.ndarray) -> Heatmap:
-    """The tumour map of ``image``, or a note saying why there is none (never raises)."""
+def tumour_map(clf: Classifier, image: np.ndarray, grid: Any = None) -> Heatmap:
+    """The tumour map of ``image`` (from ``grid``, the classifying pass's stage map, when given), or a note
+    saying why there is none (never raises)."""
     started = time.perf_counter()
     try:
         with clf.lock:
-            located = localise.localise(clf, image)
+            located = localise.localise(clf, image, grid)
     except Exception as err:  # the heatmap is secondary: the prediction stands without it
         if isinstance(err, BundleError):  # a damaged or unfitting localiser file: the same for every image
             log.error("The tumour map is unavailable: %s", err)
@@ -301,7 +308,7 @@ def heatmap_of(clf: Classifier, analysis: Analysis, target: str | None = None) -
     if target != TUMOUR_MAP and not (target is None and has_localiser(clf)):
         return gradcam(clf, analysis.working, target or analysis.top, analysis.maps)
     if has_localiser(clf):
-        mapped = tumour_map(clf, analysis.working)
+        mapped = tumour_map(clf, analysis.working, analysis.grid)
         if mapped.explanation is not None:
             return mapped
         note = mapped.note

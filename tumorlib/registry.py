@@ -3,6 +3,11 @@
 Models are every bundle folder under ``models/`` (``models/default`` first), and the folder or Hugging
 Face Hub repo id in ``TUMORLIB_MODEL``, which becomes the default when set. Nothing is loaded until a
 model is first asked for.
+
+The forward-pass variant is chosen when a bundle is shipped (:func:`record_forward_pass`, stored in its
+config.json as ``forward_pass`` with the timings that decided it and the fp32 answers on a few real
+slices). A start rebuilds that variant and rechecks it cheaply on those slices (:func:`prepare`); it
+measures every variant again only where the record is missing, was made on another CPU, or fails.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import pipeline
+from . import gate, pipeline
 from .bundle import CONFIG_NAME
 from .decode import decode_image
 from .errors import NoModelError, TumorlibError, user_message
 from .inference import DEFAULT_MODEL_DIR, Classifier, reference_images
+from .runtime import TOLERANCE, agrees, available_variants, machine_signature
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,11 @@ log = logging.getLogger(__name__)
 MODELS_DIR = DEFAULT_MODEL_DIR.parent
 #: A bundle folder or Hub repo id offered first (the default) when set.
 MODEL_ENV = "TUMORLIB_MODEL"
+#: The config.json section holding the shipped forward-pass decision.
+FORWARD_PASS = "forward_pass"
+#: Real slices a start rechecks the recorded variant on (one batch: well under a second).
+RECHECK_IMAGES = 4
+_ROOT = DEFAULT_MODEL_DIR.parent.parent
 
 NO_MODEL_MESSAGE = (
     "No model is installed, so nothing can be classified yet. Put a model bundle folder (model.safetensors "
@@ -134,7 +146,7 @@ class ModelRegistry:
                 clf = Classifier.from_pretrained(self.specs[name].source, device=self.device)
                 log.info("Loaded model %s in %.1f s", name, time.perf_counter() - started)
                 if self.optimise:
-                    choose_variant(clf)
+                    prepare(clf)
                 self._loaded[name] = clf
             return name, self._loaded[name]
 
@@ -161,6 +173,85 @@ class ModelRegistry:
             log.info("Warm-up done (%s)", done)
         except TumorlibError as err:
             log.warning("Warm-up on %s: %s", example, user_message(err))
+
+
+def prepare(clf: Classifier) -> None:
+    """Serve with the bundle's recorded variant when it still gives the recorded answers here, else with
+    the fastest measured now; then drop the eager module if another engine serves."""
+    started = time.perf_counter()
+    why = use_recorded(clf)
+    if why is None:
+        log.info("Forward pass: %s, as recorded at shipping (rechecked in %.1f s)", clf.variant,
+                 time.perf_counter() - started)  # fmt: skip
+    else:
+        log.info("Forward pass measured at start: %s", why)
+        choose_variant(clf)
+    if clf.release_eager():
+        log.info("Serving with %s: the eager module is dropped (loaded again only for gradients)", clf.variant)
+
+
+def use_recorded(clf: Classifier) -> str | None:
+    """Switch ``clf`` to its bundle's recorded variant after a recheck; None on success, else why not
+    (``clf`` is then left on its starting engine)."""
+    record = clf.bundle.section.get(FORWARD_PASS)
+    if not record or "chosen" not in record:
+        return "the bundle records no choice"
+    variant, recheck = record["chosen"], record.get("recheck") or {}
+    if clf.device.type != "cpu" or record.get("machine") != machine_signature():
+        return "the choice was recorded on another machine"
+    if variant not in available_variants(clf.device, [variant]):
+        return f"{variant} is not available here"
+    paths = [_ROOT / p for p in recheck.get("images", [])]
+    if not paths or not all(p.is_file() for p in paths):
+        return "the recheck slices are missing"
+    previous = clf.engine
+    try:
+        calibration = _calibration(clf) if variant == "onnx-int8" else None
+        if variant != clf.variant:
+            clf.use(variant, calibration)
+        outputs = clf.forward(torch.stack([clf.preprocess(p) for p in paths]))
+        ok, diff = agrees(torch.tensor(recheck["probabilities"]), clf.calibrate(outputs.logits), TOLERANCE)
+        scores = gate.batch_scores(clf, outputs) if recheck.get("gate_scores") is not None else None
+        if scores is not None:
+            ok = ok and float(np.abs(scores - np.asarray(recheck["gate_scores"])).max()) <= gate.SCORE_TOLERANCE
+    except Exception as err:  # noqa: BLE001 - an optional runtime that fails must not stop the app
+        clf.engine = previous
+        return f"{variant} failed: {type(err).__name__}: {err}"
+    if not ok:
+        clf.engine = previous
+        return f"{variant} no longer gives the recorded answers (max difference {diff:.4f})"
+    clf.selection = {"chosen": variant, "recorded": True, "recheck_max_abs_diff": diff, "n_images": len(paths)}
+    return None
+
+
+def _calibration(clf: Classifier) -> torch.Tensor:
+    """The int8 calibration batch :func:`choose_variant` uses (the same slices, so the same cached export)."""
+    return torch.stack([clf.preprocess(p) for p in reference_images()])
+
+
+def record_forward_pass(clf: Classifier) -> dict:
+    """Measure every start-up variant on the project's real slices and return what a bundle records as
+    its ``forward_pass`` section: the choice, its evidence, the machine, and fp32's answers on
+    :data:`RECHECK_IMAGES` slices for the start's recheck."""
+    paths = reference_images()
+    if not paths:
+        raise NoModelError("No real slices (examples/, samples/) to measure the forward pass on.")
+    probe = paths[:RECHECK_IMAGES]
+    clf.use("fp32")
+    outputs = clf.forward(torch.stack([clf.preprocess(p) for p in probe]))
+    scores = gate.batch_scores(clf, outputs)
+    selection = clf.optimise([decode_image(p) for p in paths])
+    return {
+        "chosen": selection["chosen"],
+        "machine": machine_signature(),
+        "n_images": selection["n_images"],
+        "variants": selection["variants"],
+        "recheck": {
+            "images": [p.relative_to(_ROOT).as_posix() for p in probe],
+            "probabilities": clf.calibrate(outputs.logits).tolist(),
+            "gate_scores": None if scores is None else np.asarray(scores).tolist(),
+        },
+    }
 
 
 def choose_variant(clf: Classifier) -> None:

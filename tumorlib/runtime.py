@@ -1,8 +1,10 @@
 """Ways to run a bundle's forward pass, and the choice of the fastest one that keeps fp32's answers.
 
-Every engine returns the logits, the pooled pre-logit features, the last feature map and the pooled
-outputs of earlier stages from one forward pass, so the not-an-MRI gate (:mod:`tumorlib.gate`) and
-Grad-CAM for models with an average-pool + linear head (:mod:`tumorlib.explain`) cost no second pass.
+Every engine returns the logits, the pooled pre-logit features, the last feature map, the pooled
+outputs of earlier stages and the feature map of the stride-16 stage from one forward pass, so the
+not-an-MRI gate (:mod:`tumorlib.gate`), the tumour map (:mod:`tumorlib.localise`) and Grad-CAM for
+models with an average-pool + linear head (:mod:`tumorlib.explain`) cost no second pass. Grad-CAM++,
+and Grad-CAM of any other head, needs gradients: it runs on the eager float32 model.
 Variants:
 
 - ``fp32``: eager PyTorch, float32, the reference every other variant is checked against;
@@ -45,7 +47,7 @@ STARTUP_VARIANTS = ("fp32", "channels_last", "bf16", "onnx", "onnx-int8")
 TOLERANCE = 0.01
 ONNX_OPSET = 17
 #: Bumped whenever the exported graph's outputs change, so cached exports are rebuilt.
-EXPORT_FORMAT = 3
+EXPORT_FORMAT = 4
 #: How many stages before the last one report their average-pooled output (for the gate).
 EARLY_STAGES = 2
 #: An export's temporary file older than this is stale even if its pid runs (an export takes about a minute;
@@ -59,33 +61,58 @@ _SWEPT: set[Path] = set()
 
 
 class Outputs(NamedTuple):
-    """One forward pass: logits (N, K), pooled features (N, D), last feature map (N, D, h, w), and the
-    average-pooled outputs of the :data:`EARLY_STAGES` stages before the last, concatenated (N, S)."""
+    """One forward pass: logits (N, K), pooled features (N, D), last feature map (N, D, h, w), the
+    average-pooled outputs of the :data:`EARLY_STAGES` stages before the last, concatenated (N, S), and
+    the feature map of stage :attr:`Engine.grid_stage` (N, C, h', w'; the tumour-map head's input)."""
 
     logits: torch.Tensor
     features: torch.Tensor
     maps: torch.Tensor
     stages: torch.Tensor
+    grid: torch.Tensor
+
+
+def default_grid_stage(model: nn.Module) -> int | None:
+    """The stage the tumour-map head reads by default: the last one at stride 16 (else the one before
+    the last); None for a model without ``forward_intermediates`` (its ``grid`` is the last map)."""
+    info = getattr(model, "feature_info", None)
+    if not info or not hasattr(model, "forward_intermediates"):
+        return None
+    at16 = [i for i, f in enumerate(info) if int(f.get("reduction", 0)) == 16]
+    return at16[-1] if at16 else max(0, len(info) - 2)
 
 
 class Heads(nn.Module):
-    """A timm classifier as the four :class:`Outputs` from one forward pass."""
+    """A timm classifier as the five :class:`Outputs` from one forward pass.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``grid_stage`` is the stage whose feature map comes back as ``grid`` (default:
+    :func:`default_grid_stage`); the pass runs every stage once whichever it is.
+    """
+
+    def __init__(self, model: nn.Module, grid_stage: int | None = None) -> None:
         super().__init__()
         self.model = model
         # Models without forward_intermediates (rare in timm 1.x) report no early stages.
         self.early = EARLY_STAGES if hasattr(model, "forward_intermediates") else 0
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.grid_stage = default_grid_stage(model) if grid_stage is None else int(grid_stage)
         if self.early:
-            maps, stages = self.model.forward_intermediates(x, indices=self.early + 1)
-            pooled = torch.cat([t.float().mean(dim=(2, 3)) for t in stages[:-1]], dim=1)
+            last = len(model.feature_info) - 1
+            self.indices = sorted({*range(last - self.early, last + 1), self.grid_stage})
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.early:
+            maps, taken = self.model.forward_intermediates(x, indices=self.indices)
+            by_stage = dict(zip(self.indices, taken, strict=True))
+            last = self.indices[-1]
+            early = [by_stage[i] for i in range(last - self.early, last)]
+            pooled = torch.cat([t.float().mean(dim=(2, 3)) for t in early], dim=1)
+            grid = by_stage[self.grid_stage]
         else:
             maps = self.model.forward_features(x)
             pooled = x.new_zeros((x.shape[0], 0))
+            grid = maps
         features = self.model.forward_head(maps, pre_logits=True)
-        return self.model.get_classifier()(features), features, maps, pooled
+        return self.model.get_classifier()(features), features, maps, pooled, grid
 
     def stage_widths(self) -> list[int]:
         """Channels of each early stage in ``stages``, in order (timm's ``feature_info``, one dict per stage)."""
@@ -100,6 +127,21 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+#: CPU features that decide which variant is fastest (and whether bf16 is native).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni")
+
+
+def machine_signature() -> dict:
+    """What a recorded variant choice depends on: the CPU model, its core count and vector extensions."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    return {"cpu": name, "cores": os.cpu_count(), "isa": [f for f in _ISA_FLAGS if f in flags]}
 
 
 def onnx_available() -> bool:
@@ -119,10 +161,14 @@ def available_variants(device: torch.device, candidates: Sequence[str] = VARIANT
 
 
 class Engine:
-    """A forward pass: float32 CPU batch (N, C, H, W) in, :class:`Outputs` as float32 CPU tensors out."""
+    """A forward pass: float32 CPU batch (N, C, H, W) in, :class:`Outputs` as float32 CPU tensors out.
+
+    ``grid_stage`` is the stage whose map the pass returns as ``Outputs.grid`` (None: the last map).
+    """
 
     name = "fp32"
     precision = "fp32"
+    grid_stage: int | None = None
 
     def __call__(self, batch: torch.Tensor) -> Outputs:
         raise NotImplementedError
@@ -131,14 +177,18 @@ class Engine:
 class EagerEngine(Engine):
     """PyTorch eager (optionally channels_last, bf16 autocast or torch.compile)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, variant: str = "fp32") -> None:
+    def __init__(
+        self, model: nn.Module, device: torch.device, variant: str = "fp32", grid_stage: int | None = None
+    ) -> None:
         self.name = variant
         self.precision = "bf16" if variant == "bf16" else "fp32"
         self.device = device
         self.channels_last = variant in ("channels_last", "bf16")
         # The eager module is shared with Grad-CAM; NHWC weights change its speed, not its maths.
         model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        self.net: Callable = Heads(model).eval()
+        heads = Heads(model, grid_stage).eval()
+        self.grid_stage = heads.grid_stage
+        self.net: Callable = heads
         if variant == "compile":
             self.net = torch.compile(self.net, dynamic=False)
 
@@ -155,16 +205,22 @@ class EagerEngine(Engine):
 class OnnxEngine(Engine):
     """ONNX Runtime on an exported model (fp32, or statically quantised int8)."""
 
-    def __init__(self, path: str | os.PathLike, name: str = "onnx", threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, name: str = "onnx", threads: int | None = None, grid_stage: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         self.name = name
+        self.grid_stage = grid_stage
         self.precision = "int8" if name.endswith("int8") else "fp32"
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle ORT threads otherwise spin for a while after each run, taking the cores from the decode,
+        # transform and gate around the pass (and from the server) on a machine with few cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: torch.Tensor) -> Outputs:
@@ -205,17 +261,28 @@ def remove_stale_temp(folder: str | os.PathLike, now: float | None = None) -> li
     return removed
 
 
-def _model_key(model: nn.Module, size: tuple[int, int]) -> str:
+def clean_export_cache(folder: str | os.PathLike | None = None) -> None:
+    """Once per process (a server calls it at start): :func:`remove_stale_temp` on the export cache."""
+    folder = Path(folder) if folder is not None else cache_dir() / "onnx"
+    if folder not in _SWEPT and folder.is_dir():
+        _SWEPT.add(folder)
+        remove_stale_temp(folder)
+
+
+def _model_key(model: nn.Module, size: tuple[int, int], grid_stage: int | None = None) -> str:
     """A name for an export that changes when any weight does (weights hashed: no stale exports)."""
-    h = hashlib.sha256(f"{type(model).__name__}{size}{torch.__version__}{EXPORT_FORMAT}".encode())
+    stage = "" if grid_stage is None else f"g{grid_stage}"
+    h = hashlib.sha256(f"{type(model).__name__}{size}{torch.__version__}{EXPORT_FORMAT}{stage}".encode())
     for name, t in model.state_dict().items():
         h.update(name.encode())
         h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
     return h.hexdigest()[:20]
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]) -> Path:
-    """Export ``model`` as the four :class:`Outputs` with a dynamic batch axis, written atomically."""
+def export_onnx(
+    model: nn.Module, path: str | os.PathLike, size: tuple[int, int], grid_stage: int | None = None
+) -> Path:
+    """Export ``model`` as the five :class:`Outputs` with a dynamic batch axis, written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().to(memory_format=torch.contiguous_format).eval()
@@ -224,7 +291,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, size: tuple[int, int]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            Heads(model).eval(),
+            Heads(model, grid_stage).eval(),
             (dummy,),
             str(tmp),
             dynamo=False,
@@ -268,7 +335,11 @@ def quantize_int8(source: str | os.PathLike, path: str | os.PathLike, calibratio
 
 
 def onnx_model(
-    model: nn.Module, size: tuple[int, int], int8: bool = False, calibration: torch.Tensor | None = None
+    model: nn.Module,
+    size: tuple[int, int],
+    int8: bool = False,
+    calibration: torch.Tensor | None = None,
+    grid_stage: int | None = None,
 ) -> Path:
     """The cached ONNX export of ``model`` (exported on first use; int8 needs calibration images)."""
     folder = cache_dir() / "onnx"
@@ -278,13 +349,11 @@ def onnx_model(
             pass
     except OSError:  # a read-only home: export into a temporary folder for this process
         folder = Path(tempfile.mkdtemp(prefix="tumorlib-onnx-"))
-    if folder not in _SWEPT:  # once per process: what an export killed halfway left behind
-        _SWEPT.add(folder)
-        remove_stale_temp(folder)
-    key = _model_key(model, size)
+    clean_export_cache(folder)
+    key = _model_key(model, size, grid_stage)
     fp32 = folder / f"{key}.onnx"
     if not fp32.is_file():
-        export_onnx(model, fp32, size)
+        export_onnx(model, fp32, size, grid_stage)
     if not int8:
         return fp32
     if calibration is None:
@@ -302,18 +371,20 @@ def make_engine(
     device: torch.device,
     size: tuple[int, int],
     calibration: torch.Tensor | None = None,
+    grid_stage: int | None = None,
 ) -> Engine:
-    """Build the engine for ``variant`` (see :data:`VARIANTS`)."""
+    """Build the engine for ``variant`` (see :data:`VARIANTS`); ``grid_stage``: see :class:`Heads`."""
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
     if variant.startswith("onnx"):
         if device.type != "cpu":
             raise ValueError("The ONNX variants run on the CPU only.")
-        path = onnx_model(model, size, int8=variant == "onnx-int8", calibration=calibration)
-        return OnnxEngine(path, variant, threads=torch.get_num_threads())
+        stage = default_grid_stage(model) if grid_stage is None else grid_stage
+        path = onnx_model(model, size, int8=variant == "onnx-int8", calibration=calibration, grid_stage=stage)
+        return OnnxEngine(path, variant, threads=torch.get_num_threads(), grid_stage=stage)
     if variant == "bf16" and not native_bf16(device):
         warnings.warn("bf16 is emulated on this machine: expect it to be slower than fp32", stacklevel=2)
-    return EagerEngine(model, device, variant)
+    return EagerEngine(model, device, variant, grid_stage)
 
 
 def agrees(reference: torch.Tensor, candidate: torch.Tensor, tolerance: float = TOLERANCE) -> tuple[bool, float]:
@@ -351,5 +422,14 @@ def limit_heap_growth() -> None:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-8, 2)  # M_ARENA_MAX
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS now (glibc only; elsewhere a no-op): after a released
+    model, loading leaves its transient copies (the read state dict, the hashed bytes) in the heap."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass

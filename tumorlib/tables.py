@@ -18,8 +18,8 @@ from . import results
 from .results import (
     METRIC_NAMES,
     MISSING,
-    NOT_TRANSCRIBED,
     PAPER,
+    PAPER_COLUMNS,
     PER_CLASS_METRICS,
     ci_text,
     format_auc,
@@ -38,6 +38,7 @@ __all__ = [
     "comparison_table",
     "explanation_caption",
     "fold_table",
+    "paper_table",
     "paper_table1",
     "paper_table2",
     "patient_table",
@@ -58,42 +59,68 @@ def _ours_column(metrics: Mapping) -> str:
 FOLD_COLUMN = "Ours, mean ± std over folds"
 
 
+def _paper_cell(value: Any) -> str:
+    return MISSING if value is None else format_pct(value)
+
+
+#: Table 2's column: what the paper printed per class.
+PAPER_TABLE2_COLUMN = "Paper (validation accuracy)"
+
+
 def paper_table1(metrics: Mapping) -> pd.DataFrame:
-    """Overall (macro-averaged) metrics, ours next to the paper's."""
+    """Overall (macro-averaged) metrics, ours next to the paper's Table 1 as printed (both of its columns)."""
     macro = results.macro(metrics)
     cv = results.cv_summary(metrics)
     rows = [("Accuracy", metrics.get("accuracy"), metrics.get("accuracy_ci"), "accuracy")]
     for key in ("specificity", "precision", "recall", "f1"):
         rows.append((f"{METRIC_NAMES[key]} (macro)", macro.get(key), macro.get(f"{key}_ci"), key))
-    paper = PAPER["metrics"]
     records = []
     for name, value, ci, key in rows:
         record = {"Metric": name, _ours_column(metrics): format_interval(value, ci)}
         if cv:
             summary = cv.get("accuracy") if key == "accuracy" else results.section(cv, "macro").get(key)
             record[FOLD_COLUMN] = format_mean_std(summary)
-        record["Paper"] = format_pct(paper[key]) if key in paper else NOT_TRANSCRIBED
+        for column, shown in PAPER_COLUMNS.items():
+            record[f"Paper: {shown}"] = _paper_cell(PAPER["columns"][column].get(key))
         records.append(record)
     return pd.DataFrame.from_records(records)
 
 
 def paper_table2(metrics: Mapping) -> pd.DataFrame:
-    """One-vs-rest accuracy per class, ours next to the paper's."""
+    """One-vs-rest accuracy per class, ours next to the paper's Table 2 as printed (its classes we lack too)."""
     cv_classes = results.section(metrics, "cv_summary", "per_class")
+    ours = results.labels(metrics)
     records = []
-    for label in results.labels(metrics):
-        stats = results.per_class(metrics, label)
+    for label in [*ours, *(label for label in PAPER["per_class"] if label not in ours)]:
+        stats = results.per_class(metrics, label) if label in ours else {}
         record = {
             "Class": label,
             _ours_column(metrics): format_interval(stats.get("accuracy"), stats.get("accuracy_ci")),
         }
         if cv_classes:
             record[FOLD_COLUMN] = format_mean_std(results.section(cv_classes, label).get("accuracy"))
-        paper_value = (PAPER["per_class"].get(label) or {}).get("accuracy")
-        record["Paper"] = NOT_TRANSCRIBED if paper_value is None else format_pct(paper_value)
+        record[PAPER_TABLE2_COLUMN] = _paper_cell((PAPER["per_class"].get(label) or {}).get("accuracy"))
         records.append(record)
-    columns = ["Class", _ours_column(metrics), *([FOLD_COLUMN] if cv_classes else []), "Paper"]
+    columns = ["Class", _ours_column(metrics), *([FOLD_COLUMN] if cv_classes else []), PAPER_TABLE2_COLUMN]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def paper_table(metrics: Mapping) -> pd.DataFrame:
+    """Tables 1 and 2 in one frame (Table 1's rows, then each class's accuracy), ours beside the paper's
+    ResNet-50: for a single table such as the app's Model tab."""
+    ours = _ours_column(metrics)
+    first = paper_table1(metrics)
+    second = paper_table2(metrics)
+    paper = f"Paper: {PAPER_COLUMNS['dnn_with_resnet50']}"
+    top = pd.DataFrame({"Metric": first["Metric"], ours: first[ours], paper: first[paper]})
+    bottom = pd.DataFrame(
+        {
+            "Metric": [f"Accuracy, {label} (one vs rest)" for label in second["Class"]],
+            ours: second[ours],
+            paper: second[PAPER_TABLE2_COLUMN],
+        }
+    )
+    return pd.concat([top, bottom], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- per class, per fold, per run

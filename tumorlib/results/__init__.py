@@ -12,7 +12,8 @@ made in one place.
 
 - :mod:`.files`: loading the files, with clear errors.
 - :mod:`.values`: the sections and their numbers, checked (:func:`number`) and formatted.
-- :mod:`.sentences`: the headline cards, the paper we compare against, the sentences several readers print.
+- :mod:`.sentences`: the headline cards and the sentences several readers print.
+- :mod:`.paper`: the reference paper's Tables 1 and 2 as printed (``results/paper/``), and the note beside them.
 - :mod:`.modeltab`: what the app's Model tab shows for a bundle folder (facts, tables, figures, card).
 
 Names resolve on first use (PEP 562), from the submodule that defines them. Nothing is recomputed;
@@ -82,9 +83,12 @@ _EXPORTS = {
     "section": "values",
     "temperature": "values",
     "value": "values",
-    "NOT_TRANSCRIBED": "sentences",
-    "PAPER": "sentences",
-    "PAPER_CAVEAT": "sentences",
+    "PAPER": "paper",
+    "PAPER_CAVEAT": "paper",
+    "PAPER_COLUMNS": "paper",
+    "PAPER_DIR": "paper",
+    "load_paper": "paper",
+    "paper_caveat": "paper",
     "ceiling_sentence": "sentences",
     "coverage_sentence": "sentences",
     "centre_sentence": "sentences",
@@ -99,6 +103,7 @@ _EXPORTS = {
     "model_facts": "modeltab",
     "model_info": "modeltab",
     "read_bundle_metrics": "modeltab",
+    "shown_source": "modeltab",
 }
 
 
@@ -126,11 +131,17 @@ if TYPE_CHECKING:
         model_facts,
         model_info,
         read_bundle_metrics,
+        shown_source,
     )
-    from .sentences import (
-        NOT_TRANSCRIBED,
+    from .paper import (
         PAPER,
         PAPER_CAVEAT,
+        PAPER_COLUMNS,
+        PAPER_DIR,
+        load_paper,
+        paper_caveat,
+    )
+    from .sentences import (
         ceiling_sentence,
         centre_sentence,
         chance_sentence,
@@ -199,11 +210,12 @@ __all__ = [
     "GATE_TEST_SETS",
     "METRIC_NAMES",
     "MISSING",
-    "NOT_TRANSCRIBED",
     "NO_TUMOUR_CAVEAT",
     "NO_TUMOUR_LABELS",
     "PAPER",
     "PAPER_CAVEAT",
+    "PAPER_COLUMNS",
+    "PAPER_DIR",
     "PER_CLASS_METRICS",
     "ModelInfo",
     "ResultsError",
@@ -248,6 +260,7 @@ __all__ = [
     "load_explanations",
     "load_history",
     "load_metrics",
+    "load_paper",
     "load_predictions",
     "localiser",
     "macro",
@@ -257,6 +270,7 @@ __all__ = [
     "no_tumour_labels",
     "no_tumour_scores",
     "number",
+    "paper_caveat",
     "patient_headline",
     "patient_level",
     "patient_sentence",
@@ -267,6 +281,7 @@ __all__ = [
     "reliability",
     "roc_curve",
     "section",
+    "shown_source",
     "temperature",
     "value",
 ]

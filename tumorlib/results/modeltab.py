@@ -18,12 +18,12 @@ import pandas as pd
 from ..errors import TumorlibError
 from ..figures import confusion_matrix_figure, reliability_figure
 from ..modelcard import split_front_matter
-from ..tables import paper_table1, per_class_table
+from ..tables import paper_table, per_class_table
 from .files import ResultsError, load_metrics
 from .sentences import headline
 from .values import conformal_level, format_pct, number, reliability, section
 
-__all__ = ["ModelInfo", "model_facts", "model_info", "read_bundle_metrics"]
+__all__ = ["ModelInfo", "model_facts", "model_info", "read_bundle_metrics", "shown_source"]
 
 # tumorlib.bundle's CONFIG_NAME and WEIGHTS_NAME, spelled out: importing that module pulls in torch.
 _CONFIG_NAME = "config.json"
@@ -75,7 +75,7 @@ def model_info(folder: str | Path, name: str, source: str) -> ModelInfo:
             columns=["Metric", "Value", "Interval", "What it means"],
         )
         info.per_class = per_class_table(metrics)
-        info.paper = paper_table1(metrics)
+        info.paper = paper_table(metrics)
         info.confusion = confusion_matrix_figure(metrics)
         info.reliability = reliability_figure(metrics) if reliability(metrics) else None
     except ResultsError as err:
@@ -150,9 +150,22 @@ def model_facts(
         if groups is not None:
             what += f" from {groups} patients"
         rows.append(("Evaluated on", what))
-    rows.append(("Source", f"`{source}`"))
+    rows.append(("Source", f"`{shown_source(source)}`"))
     body = "\n".join(f"| {key} | {cell} |" for key, cell in rows)
     return "| | |\n|---|---|\n" + body
+
+
+def shown_source(source: str) -> str:
+    """Where a model came from, as a public page may show it: a Hub repo id as it is, a local folder by its
+    name only (a path would tell every visitor how this machine's disk is laid out)."""
+    text = str(source).strip()
+    local = Path(text).expanduser()
+    looks_local = local.is_absolute() or text.startswith((".", "~")) or "\\" in text or text.count("/") > 1
+    if local.is_dir():
+        return local.resolve().name or text
+    if looks_local:
+        return text.replace("\\", "/").rstrip("/").rpartition("/")[2] or text
+    return text.removeprefix("hf-hub:")
 
 
 def _sets_fact(stored: Mapping, metrics: Mapping | None) -> str:

@@ -1,4 +1,4 @@
-"""What the readers say about the numbers: the headline cards, the paper we compare against, and the
+"""What the readers say about the numbers: the headline cards and the
 sentences about the Grad-CAM and tumour-map checks, calibration and prediction sets that several readers print."""
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ from .values import (
 )
 
 __all__ = [
-    "NOT_TRANSCRIBED",
-    "PAPER",
-    "PAPER_CAVEAT",
     "ceiling_sentence",
     "centre_sentence",
     "chance_sentence",
@@ -47,31 +44,6 @@ __all__ = [
     "peak_sentence",
     "pointing_sentence",
 ]
-
-#: The reference paper. Only the overall accuracy has been checked against the paper; every other
-#: cell of the comparison tables says "not transcribed" rather than carry a number we cannot vouch for.
-PAPER: dict[str, Any] = {
-    "citation": (
-        "Sahaai et al. (2022), ResNet-50 based deep neural network using transfer learning "
-        "for brain tumor classification"
-    ),
-    "short": "Sahaai et al. 2022",
-    "dataset": "Cheng et al. figshare brain tumour dataset",
-    "split": "unstated",
-    "labels": ["glioma", "meningioma", "pituitary"],
-    "metrics": {"accuracy": 0.953},
-    "per_class": {},
-}
-
-PAPER_CAVEAT = (
-    "Paper figures are from Sahaai et al. (2022), whose train/test split is unstated (it may put slices of "
-    "one patient on both sides). Ours is a patient-level split: no patient appears in both train and test, "
-    "which is stricter, so the two columns are not a like-for-like comparison. Paper cells marked "
-    '"not transcribed" are figures we have not verified and do not quote.'
-)
-
-NOT_TRANSCRIBED = "not transcribed"
-
 
 # --------------------------------------------------------------------------- the headline
 
