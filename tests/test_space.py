@@ -274,6 +274,8 @@ def test_the_space_holds_the_app_and_no_weights(deployed, dry_run, hub, tiny_bun
     assert {p.name for p in (ROOT / "examples").iterdir()} == {
         k.split("/")[1] for k in files if k.startswith("examples/")
     }
+    # the paper's printed tables, which the Model tab compares with
+    assert {"results/paper/table1.csv", "results/paper/table2.csv"} <= set(files)
     assert not [name for name in files if name.lower().endswith(WEIGHT_SUFFIXES) or "__pycache__" in name]
     weights = (tiny_bundle / "model.safetensors").read_bytes()
     assert weights not in files.values()

@@ -281,6 +281,9 @@ def gradio_space(project: Path, space_id: str, model_id: str, endpoint: str) -> 
         files.update((p.relative_to(project).as_posix(), p) for p in sorted(project.glob(pattern)) if p.is_file())
     if (project / "samples" / "README.md").is_file():
         files["samples/README.md"] = project / "samples" / "README.md"
+    # The paper's printed tables, which the Model tab compares the model with.
+    if (project / "results" / "paper").is_dir():
+        files.update(_tree(project, "results/paper"))
 
     card = project_card(project)
     card.update(sdk="gradio", sdk_version=gradio, app_file=SPACE_APP)
