@@ -8,38 +8,13 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from tumorlib import decode_image
 from tumorlib.decode import MAX_PIXELS, MIN_SIDE
 from tumorlib.dicom import open_frames, read_header
 
-
-def _dataset(frames: list[np.ndarray], **attrs) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = frames[0].shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.stack(frames).astype(np.uint16).tobytes()
-    return ds
-
-
-def _bytes(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+from .dicom_files import file_bytes, mr_dataset
 
 
 def _rescaled(values: np.ndarray) -> np.ndarray:
@@ -59,43 +34,45 @@ def test_a_voi_lut_sequence_is_applied_before_any_window(pixels):
     item = Dataset()
     item.add_new("LUTDescriptor", "US", [4096, 0, 16])
     item.add_new("LUTData", "US", lut.tolist())
-    ds = _dataset([pixels], WindowCenter=1000, WindowWidth=500)
+    ds = mr_dataset([pixels], WindowCenter=1000, WindowWidth=500)
     ds.VOILUTSequence = Sequence([item])
-    out = decode_image(_bytes(ds))
+    out = decode_image(file_bytes(ds))
     np.testing.assert_allclose(out, _rescaled(lut[pixels]), atol=1e-6)
     assert np.abs(out - _rescaled(pixels)).max() > 0.1  # the curve changed the slice: it was not ignored
 
 
 def test_a_sigmoid_voi_function_is_not_read_as_a_linear_window(pixels):
     center, width = 1200.0, 800.0
-    sigmoid = decode_image(_bytes(_dataset([pixels], WindowCenter=center, WindowWidth=width, VOILUTFunction="SIGMOID")))
+    sigmoid = decode_image(
+        file_bytes(mr_dataset([pixels], WindowCenter=center, WindowWidth=width, VOILUTFunction="SIGMOID"))
+    )
     expected = 1.0 / (1.0 + np.exp(-4.0 * (pixels.astype(np.float64) - center) / width))
     np.testing.assert_allclose(sigmoid, _rescaled(expected), atol=1e-5)
-    linear = decode_image(_bytes(_dataset([pixels], WindowCenter=center, WindowWidth=width)))
+    linear = decode_image(file_bytes(mr_dataset([pixels], WindowCenter=center, WindowWidth=width)))
     # The linear window saturates what lies outside it; the sigmoid only flattens it.
     assert (linear == 1.0).mean() > 10 * max((sigmoid == 1.0).mean(), 1e-4)
 
 
 def test_the_window_is_read_in_rescaled_units(pixels):
     """Rescale slope and intercept apply first: a window given in their units means the same slice."""
-    plain = decode_image(_bytes(_dataset([pixels], WindowCenter=1500, WindowWidth=1000)))
+    plain = decode_image(file_bytes(mr_dataset([pixels], WindowCenter=1500, WindowWidth=1000)))
     stored = (pixels // 2).astype(np.uint16)  # rescaled, 2 * stored - 1024: the plain value less 1024
-    rescaled = _dataset([stored], RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=1500 - 1024, WindowWidth=1000)
-    out = decode_image(_bytes(rescaled))
+    rescaled = mr_dataset([stored], RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=1500 - 1024, WindowWidth=1000)
+    out = decode_image(file_bytes(rescaled))
     # Halving loses the lowest bit; the window still cuts at the same places.
     assert np.abs(out - plain).max() < 2e-3 and ((out == 1.0) == (plain == 1.0)).mean() > 0.999
 
 
 def test_a_window_of_width_one_or_less_is_no_window(pixels):
     for width in (0, 1):
-        out = decode_image(_bytes(_dataset([pixels], WindowCenter=2000, WindowWidth=width)))
+        out = decode_image(file_bytes(mr_dataset([pixels], WindowCenter=2000, WindowWidth=width)))
         np.testing.assert_allclose(out, _rescaled(pixels), atol=1e-6)
 
 
 def test_frames_read_one_by_one_with_their_own_window(pixels):
     """An enhanced file keeps each frame's window in its functional groups; every frame is read apart."""
     frames = [pixels, np.roll(pixels, 9, axis=1), np.flipud(pixels)]
-    ds = _dataset(frames)
+    ds = mr_dataset(frames)
     per_frame = []
     for center, width in ((600, 400), (2000, 4000), (1200, 1200)):
         window = Dataset()
@@ -104,12 +81,12 @@ def test_frames_read_one_by_one_with_their_own_window(pixels):
         group.FrameVOILUTSequence = Sequence([window])
         per_frame.append(group)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
-    data = _bytes(ds)
+    data = file_bytes(ds)
     with open_frames(data, MAX_PIXELS, MIN_SIDE) as opened:
         assert opened.count == 3
         out = [opened.frame(i) for i in range(3)]
     for i, (one, (center, width)) in enumerate(zip(frames, ((600, 400), (2000, 4000), (1200, 1200)), strict=True)):
-        alone = decode_image(_bytes(_dataset([one], WindowCenter=center, WindowWidth=width)))
+        alone = decode_image(file_bytes(mr_dataset([one], WindowCenter=center, WindowWidth=width)))
         np.testing.assert_allclose(out[i], alone, atol=1e-6, err_msg=f"frame {i}")
     assert decode_image(data).shape == pixels.shape  # a single upload: the middle frame
     np.testing.assert_allclose(decode_image(data), out[1], atol=1e-6)
@@ -117,15 +94,21 @@ def test_frames_read_one_by_one_with_their_own_window(pixels):
 
 def test_the_header_groups_without_keeping_identifiers(pixels):
     study, series = generate_uid(), generate_uid()
-    one = read_header(_bytes(_dataset([pixels], PatientID="P1", StudyInstanceUID=study, SeriesInstanceUID=series)))
-    same = read_header(_bytes(_dataset([pixels], PatientID="P1", StudyInstanceUID=study, SeriesInstanceUID=series)))
-    other = read_header(_bytes(_dataset([pixels], PatientID="P2", StudyInstanceUID=study, SeriesInstanceUID=series)))
+    one = read_header(
+        file_bytes(mr_dataset([pixels], PatientID="P1", StudyInstanceUID=study, SeriesInstanceUID=series))
+    )
+    same = read_header(
+        file_bytes(mr_dataset([pixels], PatientID="P1", StudyInstanceUID=study, SeriesInstanceUID=series))
+    )
+    other = read_header(
+        file_bytes(mr_dataset([pixels], PatientID="P2", StudyInstanceUID=study, SeriesInstanceUID=series))
+    )
     assert one.series == same.series and one.series != other.series and one.study != other.study
     assert not {study, series, "P1"} & {one.series, one.study, one.description}
-    assert read_header(_bytes(_dataset([pixels]))).series is None
+    assert read_header(file_bytes(mr_dataset([pixels]))).series is None
     garbage = read_header(b"not a DICOM file at all")
     assert garbage is None or garbage.series is None
-    described = read_header(_bytes(_dataset([pixels, pixels], SeriesDescription="  AX   T1  POST ")))
+    described = read_header(file_bytes(mr_dataset([pixels, pixels], SeriesDescription="  AX   T1  POST ")))
     assert described.description == "AX T1 POST" and described.frames == 2
 
 

@@ -7,43 +7,23 @@ import math
 import zipfile
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from tumorlib import Classifier, decode_image
 from tumorlib.batch import BatchItem, iter_batch
 from tumorlib.groups import KEEP_SIDE, SliceAnswer, classify_items, pool
 
 from .conftest import LABELS3
+from .dicom_files import file_bytes, mr_dataset
 
 A, B, C = LABELS3
 
 
 def _dicom(frames: list[np.ndarray], **attrs) -> bytes:
     """An MR DICOM file of the uint16 ``frames`` (several: a multi-frame file), with ``attrs`` set."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = frames[0].shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.stack(frames).astype(np.uint16).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return file_bytes(mr_dataset(frames, **attrs))
 
 
 # --------------------------------------------------------------------------- pooling hand-made answers
