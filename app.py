@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -138,6 +139,13 @@ class DemoService:
     def preload(self) -> None:
         """Load the default model and run the whole answer once (kernels picked, caches warm)."""
         self.registry.preload(next(iter(sorted(EXAMPLES_DIR.glob("*.jpg"))), None))
+
+    def preload_in_background(self) -> threading.Thread:
+        """:meth:`preload` in a daemon thread, so the page can come up meanwhile: a visitor who asks before
+        it is done waits for that one load (the registry loads each model once), never for a second."""
+        thread = threading.Thread(target=self.preload, name="warm-up", daemon=True)
+        thread.start()
+        return thread
 
     # ----------------------------------------------------------------- one image
 
@@ -411,12 +419,14 @@ def build_demo(
     *,
     check: bool = True,
     preload: bool = False,
+    background: bool = False,
     service: DemoService | None = None,
 ) -> gr.Blocks:
     """The whole page. ``model_dirs``: folders or Hub ids to offer (default: :func:`discover_models`).
 
-    Nothing is loaded unless ``preload`` (what ``python app.py`` does). The returned Blocks has its
-    queue configured; start it with :func:`launch`.
+    Nothing is loaded unless ``preload``; with ``background`` as well (what ``python app.py`` does) the
+    loading and warm-up run while the page is built and served. The returned Blocks has its queue
+    configured; start it with :func:`launch`.
     """
     limit_heap_growth()
     clean_export_cache()  # what an export killed halfway left in the cache
@@ -427,7 +437,8 @@ def build_demo(
     if service is None:
         specs = specs_from(model_dirs) if model_dirs is not None else discover_models()
         service = DemoService(specs, check=check, optimise=preload)
-    if preload:
+    warm_up = service.preload_in_background() if preload and background else None
+    if preload and not background:
         service.preload()
     names = service.registry.names
     default = service.registry.default
@@ -437,6 +448,7 @@ def build_demo(
         title=f"{TITLE} (research demo)", analytics_enabled=analytics, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)
     ) as demo:
         demo.service = service  # for tests and scripts
+        demo.warm_up = warm_up  # the background warm-up's thread (None: none runs)
         gr.Markdown(f"# {TITLE}\nUpload one 2-D brain MRI slice to see which tumour type a neural network reads.")
         gr.Markdown(NOTICE, elem_classes="notice", elem_id="notice")
         if not names:
@@ -643,8 +655,8 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
-    demo = build_demo(preload=True)
-    log.info("Start-up (model load, warm-up, page) took %.1f s", time.perf_counter() - started)
+    demo = build_demo(preload=True, background=True)
+    log.info("Page built in %.1f s (the model loads and warms up meanwhile)", time.perf_counter() - started)
     launch(demo)
 
 

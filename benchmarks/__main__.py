@@ -230,7 +230,10 @@ def table(r: dict) -> str:
     if "cold_start_s" in r:
         a = r["app"]
         rows.append(
-            ("app cold start (to first /predict)", f"{r['cold_start_s']:.1f} s (bare import {r['import_s']:.1f} s)")
+            (
+                "app cold start (to first /predict)",
+                f"{r['cold_start_s']:.1f} s (bare import {r['import_s']:.1f} s; page up at {a['page_up_s']:.1f} s)",
+            )
         )
         if "cold_start_empty_cache_s" in a:
             rows.append(("app cold start, empty ONNX cache", f"{a['cold_start_empty_cache_s']:.1f} s"))
@@ -243,6 +246,14 @@ def table(r: dict) -> str:
                 f"({a['predict_over_echo']:.2f}x)",
             )
         )
+        if "output_fetch_new_connection_ms" in a:
+            rows.append(
+                (
+                    "/predict without fetching the overlay; the overlay fetch, new / kept-alive connection",
+                    f"{a['predict_no_download_ms']['p50']:.0f} ms; {a['output_fetch_new_connection_ms']['p50']:.1f} / "
+                    f"{a['output_fetch_kept_alive_ms']['p50']:.1f} ms",
+                )
+            )
         if "predict_profile_ms" in a:
             steps = ", ".join(f"{k} {v:.1f}" for k, v in a["predict_profile_ms"].items())
             rows.append(("/predict's own steps p50 (ms, in process)", steps))

@@ -220,7 +220,7 @@ def app_cold_start(
     round trip to :mod:`benchmarks.echo_app`, Gradio's floor, launched and queried the same way.
     ``empty_cache`` also times a start whose ONNX cache is empty (the export is made then)."""
     echo = serve(ROOT / "benchmarks" / "echo_app.py", image, None, timeout, requests)
-    out = serve(ROOT / "app.py", image, model, timeout, requests)
+    out = serve(ROOT / "app.py", image, model, timeout, requests, breakdown=True)
     if empty_cache:
         with tempfile.TemporaryDirectory() as cache:
             out["cold_start_empty_cache_s"] = serve(ROOT / "app.py", image, model, timeout, 0, cache)["cold_start_s"]
@@ -231,10 +231,18 @@ def app_cold_start(
 
 
 def serve(
-    script: Path, image: Path, model: str | None, timeout: float, requests: int, cache: str | None = None
+    script: Path,
+    image: Path,
+    model: str | None,
+    timeout: float,
+    requests: int,
+    cache: str | None = None,
+    breakdown: bool = False,
 ) -> dict:
-    """Start ``script``; time process start to its first answered ``/predict`` through gradio_client, then
-    ``requests`` more round trips and its resident memory (``cache``: another TUMORLIB_CACHE)."""
+    """Start ``script``; time process start to its page served and to its first answered ``/predict``
+    through gradio_client, then
+    ``requests`` more round trips and its resident memory (``cache``: another TUMORLIB_CACHE; ``breakdown``:
+    :func:`round_trip_breakdown` as well)."""
     import psutil
     from gradio_client import Client, handle_file
 
@@ -261,6 +269,7 @@ def serve(
                 client = Client(f"http://127.0.0.1:{port}/", verbose=False)
             except Exception:  # noqa: BLE001 - not listening yet
                 time.sleep(0.1)
+        page = time.perf_counter() - started  # the page is served (the model may still be warming up)
         first = client.predict(handle_file(str(image)), api_name="/predict")
         cold = time.perf_counter() - started
         times = []
@@ -269,18 +278,44 @@ def serve(
             client.predict(handle_file(str(image)), api_name="/predict")
             times.append(time.perf_counter() - t)
         rss = psutil.Process(proc.pid).memory_info().rss / 2**20
-        return {
+        out = {
             "cold_start_s": cold,
+            "page_up_s": page,
             "rss_mb": rss,
             "predict_round_trip_ms": percentiles(times) if times else None,
             "first_label": first[0]["label"] if isinstance(first, (list, tuple)) else None,
         }
+        if breakdown and requests:
+            out.update(round_trip_breakdown(f"http://127.0.0.1:{port}/", image, requests))
+        return out
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def round_trip_breakdown(url: str, image: Path, requests: int) -> dict:
+    """Where a ``/predict`` round trip's time goes beyond the echo's: the same call without fetching the
+    output files (``download_files=False``), and fetching the overlay on a new connection (what
+    gradio_client does for each output file) against a kept-alive one (what a browser does)."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, download_files=False)
+    result, times = None, []
+    for _ in range(requests + 1):
+        started = time.perf_counter()
+        result = client.predict(handle_file(str(image)), api_name="/predict")
+        times.append(time.perf_counter() - started)
+    files = [x["url"] for x in result if isinstance(x, dict) and x.get("url")]
+    out = {"predict_no_download_ms": percentiles(times[1:])}
+    if files:
+        out["output_fetch_new_connection_ms"] = percentiles(repeat(lambda: httpx.get(files[0]), requests))
+        with httpx.Client() as kept:
+            out["output_fetch_kept_alive_ms"] = percentiles(repeat(lambda: kept.get(files[0]), requests))
+    return out
 
 
 def training_images_per_s(architecture: str, size: int, steps: int, batch_size: int = 32) -> dict:

@@ -896,6 +896,35 @@ def test_preload_warms_the_tumour_map(localised, monkeypatch):
     assert located.calls == 1 and len(explain.calls) == 1
 
 
+def test_the_page_comes_up_while_the_model_loads(tiny_bundle, monkeypatch):
+    """Background warm-up: build_demo returns before the model is loaded; a visitor who asks meanwhile
+    waits for that one load, not a second."""
+    import threading
+
+    from tumorlib import registry
+
+    release, loads = threading.Event(), []
+    real = registry.Classifier.from_pretrained
+
+    def slow_load(*args, **kwargs):
+        loads.append(args)
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(registry.Classifier, "from_pretrained", slow_load)
+    demo = app.build_demo(model_dirs=[tiny_bundle], check=False, preload=True, background=True)
+    assert demo.warm_up.is_alive() and demo.service.registry.loaded("tiny") is None
+    answers = []
+    visitor = threading.Thread(target=lambda: answers.append(demo.service.predict(str(GLIOMA))))
+    visitor.start()
+    release.set()
+    demo.warm_up.join(30)
+    visitor.join(30)
+    assert len(loads) == 1 and demo.service.registry.loaded("tiny") is not None
+    assert set(answers[0][0]) == set(LABELS3)
+    assert app.build_demo(model_dirs=[tiny_bundle], check=False).warm_up is None
+
+
 def test_page_events_with_a_tumour_map(localised, monkeypatch):
     """The sentinel choice survives Gradio's pre- and post-processing; the overlay's label claims no method."""
     import asyncio

@@ -40,6 +40,10 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
         r["app"]["predict_round_trip_ms"]["p50"],
         r["app"]["echo_round_trip_ms"]["p50"],
         r["app"]["echo_cold_start_s"],
+        r["app"]["page_up_s"],
+        r["app"]["predict_no_download_ms"]["p50"],
+        r["app"]["output_fetch_new_connection_ms"]["p50"],
+        r["app"]["output_fetch_kept_alive_ms"]["p50"],
         r["training_images_per_s"]["fp32"],
         r["training_images_per_s"]["bf16"],
     ]
@@ -47,6 +51,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path):
     # end to end includes the pass; medians of separate quick runs wobble by some percent, hence the slack
     assert r["latency_ms"]["forward_p50"] <= 1.25 * r["latency_ms"]["end_to_end_p50"]
     assert r["cold_start_s"] > r["import_s"] * 0.5  # the app imports the same packages
+    assert r["app"]["page_up_s"] <= r["cold_start_s"]  # the page comes up first, the model warms up behind it
     assert r["app_variant"] in r["variants"] and r["variants"][r["app_variant"]]["keeps_predictions"]
     fp32 = r["variants"]["fp32"]
     assert fp32["keeps_predictions"] and fp32["max_abs_diff"] == 0.0

@@ -22,6 +22,32 @@ def test_same_object_for_every_entry_point(tiny_bundle):
     assert from_config.data.input_size == (3, 64, 64)
 
 
+@pytest.mark.parametrize(
+    "architecture, pretrained_cfg",
+    [
+        ("test_resnet", None),
+        ("mobilenetv2_100", None),
+        ("resnet50", {}),
+        ("resnet50", {"input_size": [3, 160, 192], "mean": [0.5] * 3, "std": [0.25] * 3, "interpolation": "bilinear"}),
+    ],
+)
+def test_data_config_reads_what_timm_reads(architecture, pretrained_cfg):
+    """Our reader (no timm import, so serving needs no timm) resolves a config as timm's own does."""
+    import timm
+    from timm.data import resolve_data_config as timm_resolve
+
+    with torch.device("meta"):
+        model = timm.create_model(architecture, pretrained=False)
+    if pretrained_cfg is None:
+        ours, theirs = resolve_data_config(model=model), timm_resolve(model=model)
+    else:
+        ours = resolve_data_config({"pretrained_cfg": pretrained_cfg})
+        theirs = timm_resolve({}, pretrained_cfg=pretrained_cfg or {"architecture": architecture})
+    assert ours.input_size == tuple(theirs["input_size"])
+    assert ours.mean == pytest.approx(tuple(theirs["mean"])) and ours.std == pytest.approx(tuple(theirs["std"]))
+    assert ours.interpolation == theirs["interpolation"]
+
+
 def test_eval_transform_is_deterministic_and_normalised(slice_path):
     from tumorlib import decode_image
 

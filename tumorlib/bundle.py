@@ -19,14 +19,12 @@ from urllib.parse import urlparse
 
 import safetensors
 import safetensors.torch
-import timm
 import torch
 from torch import nn
 
 from .errors import BundleError
 from .fileio import atomic_write, save_json, sha256_file
 from .transforms import DataConfig, resolve_data_config
-from .weights import offline_imagenet_weights
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -42,9 +40,10 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass
 class Bundle:
-    """A loaded model: the float32 timm module in eval mode, its config dict and where it came from."""
+    """A loaded model: the float32 timm module in eval mode (None when only the files were read, see
+    :func:`read_bundle`), its config dict and where it came from."""
 
-    model: nn.Module
+    model: nn.Module | None
     config: dict
     path: Path
 
@@ -81,6 +80,8 @@ def create_model(
     count differs), or a timm Hub tag such as ``resnet50.tv_in1k`` (needs internet).
     ``data`` overrides the input size, mean, std, interpolation recorded in ``model.pretrained_cfg``.
     """
+    import timm  # here, not at import: serving an exported model needs no timm (nor torchvision)
+
     source = None if pretrained in (None, "", "none", "None") else str(pretrained)
     if source is not None and _is_hub_tag(source):
         _require_hub(source)
@@ -96,6 +97,8 @@ def create_model(
         except (RuntimeError, ValueError, TypeError) as err:  # timm: unknown name; ValueError: a path-like name
             raise BundleError(f"Unknown timm architecture {architecture!r}: {err}") from None
         if source in ("imagenet-offline", "offline"):
+            from .weights import offline_imagenet_weights
+
             source = str(offline_imagenet_weights(architecture))
         if source is not None:
             load_matching_weights(model, source)
@@ -178,6 +181,8 @@ def save_bundle(
 
     ``extra`` lands in the config's ``tumorlib`` section (training recipe, precision check, ...).
     """
+    import timm
+
     out = Path(out_dir)
     architecture = model.pretrained_cfg.get("architecture") or type(model).__name__.lower()
     num_classes = int(model.num_classes)
@@ -277,12 +282,13 @@ def resolve_bundle_dir(source: str | os.PathLike, revision: str | None = None) -
         raise BundleError(f"Could not download {repo} from the Hub: {err}") from None
 
 
-def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verify: bool = True) -> Bundle:
-    """Load a bundle from a folder or a Hub repo id; weights come back float32, model in eval mode."""
+def read_bundle(source: str | os.PathLike, *, revision: str | None = None, verify: bool = True) -> Bundle:
+    """A bundle's config, checked, and its weights file verified against the recorded SHA-256, without
+    building the model (``Bundle.model`` is None): what serving an exported copy of it needs."""
     path = resolve_bundle_dir(source, revision)
     config = _read_config(path / CONFIG_NAME)
     try:
-        architecture = str(config["architecture"])
+        str(config["architecture"])
         labels = list(config["label_names"])
         num_classes = int(config.get("num_classes", len(labels)))
     except (KeyError, TypeError, ValueError):
@@ -290,7 +296,7 @@ def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verif
     if len(labels) != num_classes:
         raise BundleError(f"{path / CONFIG_NAME}: {len(labels)} label names but num_classes = {num_classes}.")
     weights = path / WEIGHTS_NAME
-    expected = ((config.get("tumorlib") or {}).get("files") or {}).get(WEIGHTS_NAME, {}).get("sha256")
+    expected = weights_digest(config)
     if verify and expected:
         if not weights.is_file():
             raise BundleError(f"{weights} is missing.")
@@ -299,6 +305,22 @@ def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verif
                 f"{weights} does not match the SHA-256 recorded in config.json: the file is damaged, truncated "
                 "or was replaced. Download or export the model again."
             )
+    return Bundle(model=None, config=config, path=path)
+
+
+def weights_digest(config: dict) -> str | None:
+    """The SHA-256 of ``model.safetensors`` recorded in a bundle's config (None when none is)."""
+    return ((config.get("tumorlib") or {}).get("files") or {}).get(WEIGHTS_NAME, {}).get("sha256")
+
+
+def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verify: bool = True) -> Bundle:
+    """Load a bundle from a folder or a Hub repo id; weights come back float32, model in eval mode."""
+    import timm
+
+    bundle = read_bundle(source, revision=revision, verify=verify)
+    config, path = bundle.config, bundle.path
+    architecture, num_classes = str(config["architecture"]), len(bundle.labels)
+    weights = path / WEIGHTS_NAME
     state = _read_safetensors(weights)
     try:
         model = timm.create_model(
@@ -315,7 +337,17 @@ def load_bundle(source: str | os.PathLike, *, revision: str | None = None, verif
         ) from None
     model.pretrained_cfg = {**model.pretrained_cfg, **config.get("pretrained_cfg", {})}
     model.eval()
-    return Bundle(model=model, config=config, path=path)
+    bundle.model = model
+    return bundle
+
+
+def read_tensors(bundle: Bundle, names: list[str]) -> dict[str, torch.Tensor]:
+    """Only the named tensors of the bundle's weights, float32 (the file is not read whole)."""
+    try:
+        with safetensors.safe_open(bundle.path / WEIGHTS_NAME, framework="pt") as f:
+            return {name: f.get_tensor(name).float() for name in names}
+    except (safetensors.SafetensorError, OSError, KeyError) as err:
+        raise BundleError(f"{WEIGHTS_NAME} lacks {names}: {err}") from None
 
 
 def save_extra(bundle_dir: str | os.PathLike, name: str, tensors: dict[str, torch.Tensor]) -> None:

@@ -72,14 +72,24 @@ class Classifier:
     (:attr:`grid_stage`). Grad-CAM of an average-pool + linear head is computed from the pass's last map;
     Grad-CAM++ (and Grad-CAM of any other head) back-propagates through the eager float32 module,
     ``self.model``, which :meth:`release_eager` drops when another engine serves and which is then
-    loaded again from the bundle on first use.
+    loaded again from the bundle on first use. ``engine`` (with ``feature_info``) serves a bundle read
+    without its model (:func:`~tumorlib.bundle.read_bundle`): what
+    :func:`tumorlib.registry.serve_recorded` builds from an export this machine made before.
 
     :meth:`predict` and :meth:`analyse` refuse an image that does not look like a brain MRI slice
     (:class:`~tumorlib.errors.NotBrainMRIError`) when the bundle carries gate statistics; ``check=False``
     skips that check. ``lock`` serialises use of the model across threads (one run already uses every core).
     """
 
-    def __init__(self, bundle: Bundle, device: str | torch.device | None = None, variant: str = "auto") -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str | torch.device | None = None,
+        variant: str = "auto",
+        *,
+        engine: Engine | None = None,
+        feature_info: Sequence[dict] | None = None,
+    ) -> None:
         self.bundle = bundle
         self.labels: list[str] = bundle.labels
         self.temperature = bundle.temperature
@@ -87,17 +97,21 @@ class Classifier:
         self.conformal: conformal.Thresholds | None = conformal.from_bundle(bundle.section, self.labels)
         self.device = torch.device(device) if device is not None else default_device()
         self.transform: MRITransform = create_transform(bundle.data_config)
+        self.size = (self.transform.height, self.transform.width)
+        self.lock = threading.RLock()
+        self.selection: dict | None = None
+        if engine is not None:  # served from an export (see tumorlib.registry.serve_recorded): no eager model yet
+            self.feature_info: list[dict] = [dict(f) for f in feature_info or []]
+            self.engine: Engine = engine
+            return
         bundle.model = bundle.model.to(self.device).eval()
         #: timm's per-stage channels and strides, kept apart from the module (which may be released).
-        self.feature_info: list[dict] = [dict(f) for f in getattr(bundle.model, "feature_info", [])]
-        self.size = (self.transform.height, self.transform.width)
+        self.feature_info = [dict(f) for f in getattr(bundle.model, "feature_info", [])]
         if variant == "auto":
             check = bundle.section.get("inference") or {}
             ok = check.get("bf16_agrees") is True and check.get("bf16_faster", True) is True
             variant = "bf16" if ok and native_bf16(self.device) else "fp32"
-        self.lock = threading.RLock()
-        self.engine: Engine = make_engine(variant, self.model, self.device, self.size, grid_stage=self.grid_stage)
-        self.selection: dict | None = None
+        self.engine = make_engine(variant, self.model, self.device, self.size, grid_stage=self.grid_stage)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -24,11 +24,20 @@ import numpy as np
 import torch
 
 from . import gate, pipeline
-from .bundle import CONFIG_NAME
+from .bundle import CONFIG_NAME, read_bundle, read_tensors, weights_digest
 from .decode import decode_image
 from .errors import NoModelError, TumorlibError, user_message
 from .inference import DEFAULT_MODEL_DIR, Classifier, reference_images
-from .runtime import TOLERANCE, agrees, available_variants, machine_signature
+from .runtime import (
+    TOLERANCE,
+    OnnxEngine,
+    agrees,
+    available_variants,
+    bundle_export_key,
+    machine_signature,
+    recall_export,
+    remember_export,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +152,9 @@ class ModelRegistry:
         with self._load_lock:
             if name not in self._loaded:
                 started = time.perf_counter()
-                clf = Classifier.from_pretrained(self.specs[name].source, device=self.device)
+                source = self.specs[name].source
+                clf = serve_recorded(source, self.device) if self.optimise else None
+                clf = clf or Classifier.from_pretrained(source, device=self.device)
                 log.info("Loaded model %s in %.1f s", name, time.perf_counter() - started)
                 if self.optimise:
                     prepare(clf)
@@ -186,8 +197,75 @@ def prepare(clf: Classifier) -> None:
     else:
         log.info("Forward pass measured at start: %s", why)
         choose_variant(clf)
+    if isinstance(clf.engine, OnnxEngine) and clf.bundle.model is not None:
+        remember(clf)
     if clf.release_eager():
         log.info("Serving with %s: the eager module is dropped (loaded again only for gradients)", clf.variant)
+
+
+def _export_key(bundle) -> str | None:
+    """The export cache's key for ``bundle`` (None when its config records no SHA-256 of its weights)."""
+    from .transforms import resolve_data_config
+
+    digest = weights_digest(bundle.config)
+    if not digest:
+        return None
+    localiser = bundle.section.get("localiser") or {}
+    stage = int(localiser["stage"]) if "stage" in localiser else None
+    return bundle_export_key(digest, resolve_data_config(bundle.config).input_size[1:], stage)
+
+
+def remember(clf: Classifier) -> None:
+    """Note the ONNX export serving ``clf`` for the next start (see :func:`serve_recorded`): the stages'
+    channels and strides, and where the weights keep a linear head (closed-form Grad-CAM reads it)."""
+    from .explain import head_of
+
+    key = _export_key(clf.bundle)
+    if key is None:
+        return
+    head = None
+    found = head_of(clf)
+    name = (clf.bundle.config.get("pretrained_cfg") or {}).get("classifier")
+    state = clf.model.state_dict()
+    if found is not None and name and torch.equal(state.get(f"{name}.weight", torch.empty(0)).float(), found[0]):
+        head = {"weight": f"{name}.weight", "bias": f"{name}.bias" if f"{name}.bias" in state else None}
+    info = [{k: f[k] for k in ("num_chs", "reduction", "module") if k in f} for f in clf.feature_info]
+    remember_export(key, clf.engine, {"feature_info": info, "head": head})
+
+
+def serve_recorded(source: str | os.PathLike, device: str | None = None) -> Classifier | None:
+    """``source`` served by the ONNX export its recorded forward pass chose, when this machine exported
+    it before (:func:`remember`): the weights are verified but no eager model is built, so timm (and
+    torchvision with it) is not even imported. None when that is not the case: load it the usual way.
+    :func:`prepare` still rechecks the answers."""
+    if device is not None and torch.device(device).type != "cpu":
+        return None
+    try:
+        bundle = read_bundle(source)
+    except TumorlibError:
+        return None  # the usual load says what is wrong
+    record = bundle.section.get(FORWARD_PASS) or {}
+    if record.get("chosen") != "onnx" or record.get("machine") != machine_signature():
+        return None
+    key = _export_key(bundle)
+    found = recall_export(key) if key else None
+    if found is None or found.get("variant") != "onnx":
+        return None
+    started = time.perf_counter()
+    try:
+        engine = OnnxEngine(found["path"], "onnx", threads=torch.get_num_threads(), grid_stage=found.get("grid_stage"))
+        clf = Classifier(bundle, "cpu", engine=engine, feature_info=found.get("feature_info"))
+        head = found.get("head")
+        if head:  # what explain.head_of would take from the module
+            tensors = read_tensors(bundle, [n for n in (head["weight"], head["bias"]) if n])
+            weight = tensors[head["weight"]]
+            bias = tensors[head["bias"]] if head["bias"] else torch.zeros(weight.shape[0])
+            clf.__dict__["_head"] = (weight, bias)
+    except Exception as err:  # noqa: BLE001 - a damaged cache entry: the usual load rebuilds it
+        log.warning("Could not serve %s from its cached export: %s", source, err)
+        return None
+    log.info("Serving %s from its cached ONNX export (no eager model) in %.1f s", source, time.perf_counter() - started)
+    return clf
 
 
 def use_recorded(clf: Classifier) -> str | None:

@@ -211,6 +211,7 @@ class OnnxEngine(Engine):
         import onnxruntime as ort
 
         self.name = name
+        self.path = Path(path)
         self.grid_stage = grid_stage
         self.precision = "int8" if name.endswith("int8") else "fp32"
         options = ort.SessionOptions()
@@ -363,6 +364,41 @@ def onnx_model(
     if not quant.is_file():
         quantize_int8(fp32, quant, calibration)
     return quant
+
+
+def bundle_export_key(weights_sha256: str, size: tuple[int, int], grid_stage: int | None) -> str:
+    """The export cache's name for a bundle's export, from the SHA-256 its config records for its weights:
+    found without building the model (the export itself is named by the hashed weights, which needs it)."""
+    text = f"bundle{weights_sha256}{tuple(size)}{torch.__version__}{EXPORT_FORMAT}g{grid_stage}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def remember_export(key: str, engine: OnnxEngine, served: dict) -> None:
+    """Note in the export cache that the bundle ``key`` is served by ``engine``'s file, with what serving
+    it needs besides (``served``: the stages' channels and strides, the linear head's tensor names)."""
+    from .fileio import save_json
+
+    record = {"onnx": engine.path.name, "variant": engine.name, "grid_stage": engine.grid_stage, **served}
+    try:
+        save_json(record, engine.path.parent / f"bundle-{key}.json")
+    except OSError as err:  # a read-only cache: the next start builds the model again, nothing worse
+        log.info("Could not note the export for the next start: %s", err)
+
+
+def recall_export(key: str, folder: str | os.PathLike | None = None) -> dict | None:
+    """What :func:`remember_export` noted for the bundle ``key`` (``path``: the export), or None when
+    nothing was, or the export it names is gone."""
+    from .fileio import load_json
+
+    folder = Path(folder) if folder is not None else cache_dir() / "onnx"
+    try:
+        record = load_json(folder / f"bundle-{key}.json")
+    except (OSError, ValueError):
+        return None
+    path = folder / str(record.get("onnx", ""))
+    if not record.get("onnx") or not path.is_file():
+        return None
+    return {**record, "path": path}
 
 
 def make_engine(

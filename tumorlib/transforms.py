@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass, field, fields
 import cv2
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.data import resolve_data_config as timm_resolve_data_config
 
 from .preprocess import PreprocessConfig, apply_filters, brain_bbox, to_grayscale
+
+# timm's defaults (timm.data.constants), written out: serving must not import timm (and with it torchvision
+# and torch._dynamo, ~160 MB resident) just to read four keys of a config.
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 _CV_INTERP = {
     "nearest": cv2.INTER_NEAREST,
@@ -74,16 +77,19 @@ class AugmentConfig:
 
 
 def resolve_data_config(config: dict | None = None, model: torch.nn.Module | None = None) -> DataConfig:
-    """The DataConfig of a bundle's ``config.json`` dict, or of a timm model's ``pretrained_cfg``."""
+    """The DataConfig of a bundle's ``config.json`` dict, or of a timm model's ``pretrained_cfg``.
+
+    Reads the keys as ``timm.data.resolve_data_config`` does (same defaults; tests/test_transforms.py
+    compares the two), without importing timm.
+    """
     config = config or {}
-    pretrained_cfg = dict(config.get("pretrained_cfg") or getattr(model, "pretrained_cfg", None) or {})
-    data = timm_resolve_data_config({}, pretrained_cfg=pretrained_cfg, model=model if not pretrained_cfg else None)
+    cfg = dict(config.get("pretrained_cfg") or getattr(model, "pretrained_cfg", None) or {})
     pre = PreprocessConfig.from_dict((config.get("tumorlib") or {}).get("preprocess"))
     return DataConfig(
-        input_size=tuple(int(v) for v in data["input_size"]),
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
-        interpolation=str(data.get("interpolation", "bicubic")),
+        input_size=tuple(int(v) for v in cfg.get("input_size") or (3, 224, 224)),
+        mean=tuple(float(v) for v in cfg.get("mean") or IMAGENET_DEFAULT_MEAN),
+        std=tuple(float(v) for v in cfg.get("std") or IMAGENET_DEFAULT_STD),
+        interpolation=str(cfg.get("interpolation") or "bicubic"),
         preprocess=pre,
     )
 
