@@ -282,6 +282,11 @@ def test_reproduce_section_follows_the_recorded_run(config4):
     assert "--output-stride" not in section
     dilated = model_card({**cfg, "tumorlib": {"training": {**training, "output_stride": 16}}}, None)
     assert "--mask-loss 0.5 --output-stride 16 --data d/figshare" in dilated
+    assert "--model-ema" not in section and "--finetune" not in section and "--crop-brain" not in section
+    levers = {"model_ema": 0.998, "finetune_size": 192, "finetune_epochs": 4, "finetune_lr": 1e-4, "crop_brain": True}
+    averaged = model_card({**cfg, "tumorlib": {"training": {**training, **levers}}}, None)
+    flags = "--model-ema 0.998 --finetune-size 192 --finetune-epochs 4 --finetune-lr 0.0001 --crop-brain --data"
+    assert f"--mask-loss 0.5 {flags} d/figshare" in averaged
 
 
 def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(config4):

@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -271,13 +272,25 @@ def main(args: argparse.Namespace) -> int:
     except RefusedError as err:
         print(f"error: refusing to push {args.model_dir}: {err}", file=sys.stderr)
         return 2
-    for warning in upload.warnings:
+    return send(
+        upload.warnings,
+        upload.notes,
+        f"pushing as {user}: {', '.join(sorted(upload.files))}",
+        lambda: push(
+            api, upload, args.repo_id, private=args.private, revision=args.revision, message=args.commit_message
+        ),
+    )
+
+
+def send(warnings: list[str], notes: list[str], banner: str, upload: Callable[[], str]) -> int:
+    """Print what the user should know before an upload, run it, print its URL; the exit code (1: Hub error)."""
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    for note in upload.notes:
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"pushing as {user}: {', '.join(sorted(upload.files))}")
+    print(banner)
     try:
-        url = push(api, upload, args.repo_id, private=args.private, revision=args.revision, message=args.commit_message)
+        url = upload()
     except HubError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
 
-from .push import CONFIG_NAME, WEIGHTS_NAME, HubError, RefusedError, check_token, hub_error, repo_id_arg
+from .push import CONFIG_NAME, WEIGHTS_NAME, HubError, RefusedError, check_token, hub_error, repo_id_arg, send
 from .spacefiles import ProjectError, SpaceFiles, dashboard_space, gradio_space
 
 #: The checkout this module belongs to: where the Space's files come from unless --project says otherwise.
@@ -135,19 +135,13 @@ def main(args: argparse.Namespace) -> int:
     except HubError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    for note in content.notes:
-        print(f"note: {note}", file=sys.stderr)
     size = content.total_size() / 2**20
-    print(f"deploying as {user}: {len(content.files)} files, {size:.1f} MiB, to the Space {args.space_id}")
-    try:
-        url = deploy(api, content, args.space_id, private=args.private, message=args.commit_message)
-    except HubError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(url)
-    return 0
+    return send(
+        warnings,
+        content.notes,
+        f"deploying as {user}: {len(content.files)} files, {size:.1f} MiB, to the Space {args.space_id}",
+        lambda: deploy(api, content, args.space_id, private=args.private, message=args.commit_message),
+    )
 
 
 def cli(argv: list[str] | None = None) -> int:

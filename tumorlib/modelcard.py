@@ -585,6 +585,18 @@ def _limitations_section(labels: list[str]) -> str:
     return "## Limitations\n\n" + "\n".join(f"- {b}" for b in bullets)
 
 
+def _lever_flags(t: Mapping) -> list[str]:
+    """The recipe levers a run switched on (off by default, so a command without them trains another model)."""
+    flags = [f"--model-ema {t['model_ema']}"] if t.get("model_ema") else []
+    if t.get("finetune_size") and t.get("finetune_epochs"):
+        flags.append(f"--finetune-size {t['finetune_size']} --finetune-epochs {t['finetune_epochs']}")
+        if t.get("finetune_lr"):
+            flags.append(f"--finetune-lr {t['finetune_lr']}")
+    if t.get("crop_brain"):
+        flags.append("--crop-brain")
+    return flags
+
+
 def _reproduce_section(config: Mapping) -> str:
     """The command that trained this bundle (from its recorded recipe), and the paper's route with internet."""
     t = (config.get("tumorlib") or {}).get("training") or {}
@@ -598,6 +610,7 @@ def _reproduce_section(config: Mapping) -> str:
         flags = [f"--{k.replace('_', '-')} {t[k]}" for k in keys if t.get(k) not in (None, "", 0, 0.0)]
         if t.get("output_stride") not in (None, 32):  # changes the network, so it must be repeated
             flags.append(f"--output-stride {t['output_stride']}")
+        flags += _lever_flags(t)
     flags += [f"--data {d}" for d in t.get("data") or []]
     if t.get("folds"):
         flags.append(f"--folds {t['folds']}" + (" --final" if t.get("final") else ""))
