@@ -27,6 +27,8 @@ SAMPLES = ROOT / "samples"
 FIGSHARE = SAMPLES / "figshare"
 FOLDERS = SAMPLES / "class_folders"
 LABELS3 = ["glioma", "meningioma", "pituitary"]
+#: The cross-validation behind each bundled model (its figures, temperature and prediction-set thresholds).
+SHIPPED_RUNS = {"default": "r50-ema-4c-cv", "mobilenetv2": "mnv2-4c-cv"}
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,10 @@ from tumorlib.errors import TumorlibError
 from tumorlib.modelcard import model_card
 from tumorlib.patients import OUT_OF_FOLD
 
-from .conftest import FIGSHARE, ROOT
+from .conftest import FIGSHARE, ROOT, SHIPPED_RUNS
 
 RESULTS = sorted(p.parent for p in (ROOT / "results").glob("*/predictions.csv"))
-BUNDLES = {"default": "r50-4c-cv", "mobilenetv2": "mnv2-4c-cv"}
+DEFAULT_RUN = ROOT / "results" / SHIPPED_RUNS["default"]
 
 
 def _load(path: Path) -> dict:
@@ -52,11 +52,11 @@ def test_committed_ensemble_sections_equal_a_recomputation_from_their_members(st
     assert _load(folder / "metrics.json")["patient_level"] == sections(folder)["patient_level"]
 
 
-@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+@pytest.mark.parametrize("bundle", sorted(SHIPPED_RUNS))
 def test_shipped_bundles_carry_their_cross_validations_sections(bundle):
     shipped, run = (
         _load(ROOT / "models" / bundle / "metrics.json"),
-        _load(ROOT / "results" / BUNDLES[bundle] / "metrics.json"),
+        _load(ROOT / "results" / SHIPPED_RUNS[bundle] / "metrics.json"),
     )
     assert shipped["patient_level"] == run["patient_level"]
     assert shipped["cv_summary"]["patient_level"] == run["cv_summary"]["patient_level"]
@@ -66,7 +66,7 @@ def test_shipped_bundles_carry_their_cross_validations_sections(bundle):
 
 def test_the_pooled_section_by_hand_from_predictions_csv():
     """Independent of tumorlib.patients: group the committed rows by patient, average, compare."""
-    folder = ROOT / "results" / "r50-4c-cv"
+    folder = DEFAULT_RUN
     stored = _load(folder / "metrics.json")
     labels = stored["labels"]
     with (folder / "predictions.csv").open(newline="") as f:
@@ -88,7 +88,7 @@ def test_the_pooled_section_by_hand_from_predictions_csv():
 
 def test_backfill_writes_the_results_the_bundle_and_its_card(tmp_path):
     results, bundle = tmp_path / "results", tmp_path / "bundle"
-    shutil.copytree(ROOT / "results" / "r50-4c-cv", results)
+    shutil.copytree(DEFAULT_RUN, results)
     bundle.mkdir()
     for name in ("config.json", "metrics.json"):
         shutil.copy(ROOT / "models" / "default" / name, bundle / name)
@@ -100,10 +100,10 @@ def test_backfill_writes_the_results_the_bundle_and_its_card(tmp_path):
         stripped.get("cv_summary", {}).pop("patient_level", None)
         path.write_text(json.dumps(stripped))
     assert patients_cli([str(results), "--bundle", str(bundle)]) == 0
-    committed = _load(ROOT / "results" / "r50-4c-cv" / "metrics.json")
+    committed = _load(DEFAULT_RUN / "metrics.json")
     assert _load(results / "metrics.json") == committed
     assert _load(bundle / "metrics.json") == _load(ROOT / "models" / "default" / "metrics.json")
-    assert _load(results / "fold3" / "metrics.json") == _load(ROOT / "results" / "r50-4c-cv" / "fold3" / "metrics.json")
+    assert _load(results / "fold3" / "metrics.json") == _load(DEFAULT_RUN / "fold3" / "metrics.json")
     card = (bundle / "README.md").read_text(encoding="utf-8")
     assert card == model_card(_load(bundle / "config.json"), _load(bundle / "metrics.json"))
     assert card == (ROOT / "models" / "default" / "README.md").read_text(encoding="utf-8")
