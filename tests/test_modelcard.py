@@ -287,6 +287,9 @@ def test_reproduce_section_follows_the_recorded_run(config4):
     averaged = model_card({**cfg, "tumorlib": {"training": {**training, **levers}}}, None)
     flags = "--model-ema 0.998 --finetune-size 192 --finetune-epochs 4 --finetune-lr 0.0001 --crop-brain --data"
     assert f"--mask-loss 0.5 {flags} d/figshare" in averaged
+    recipe = {**training, **levers, "config": "recipes/resnet50-scratch.yaml"}
+    from_recipe = model_card({**cfg, "tumorlib": {"training": recipe}}, None)
+    assert f"python -m train --config recipes/resnet50-scratch.yaml {flags} d/figshare" in from_recipe
 
 
 def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(config4):

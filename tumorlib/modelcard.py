@@ -585,16 +585,13 @@ def _limitations_section(labels: list[str]) -> str:
     return "## Limitations\n\n" + "\n".join(f"- {b}" for b in bullets)
 
 
-def _lever_flags(t: Mapping) -> list[str]:
-    """The recipe levers a run switched on (off by default, so a command without them trains another model)."""
-    flags = [f"--model-ema {t['model_ema']}"] if t.get("model_ema") else []
-    if t.get("finetune_size") and t.get("finetune_epochs"):
-        flags.append(f"--finetune-size {t['finetune_size']} --finetune-epochs {t['finetune_epochs']}")
-        if t.get("finetune_lr"):
-            flags.append(f"--finetune-lr {t['finetune_lr']}")
-    if t.get("crop_brain"):
-        flags.append("--crop-brain")
-    return flags
+def _option_flags(t: Mapping, keys: tuple[str, ...]) -> list[str]:
+    """Command-line flags for the options in ``keys`` that a run set (a switched-on bool is a bare flag)."""
+    return [
+        f"--{k.replace('_', '-')}" + ("" if t[k] is True else f" {t[k]}")
+        for k in keys
+        if t.get(k) not in (None, "", 0, 0.0, False)
+    ]
 
 
 def _reproduce_section(config: Mapping) -> str:
@@ -602,15 +599,16 @@ def _reproduce_section(config: Mapping) -> str:
     t = (config.get("tumorlib") or {}).get("training") or {}
     if not t.get("model"):
         return ""
+    # Levers are off by default: a command without them would train another model, recipe file or not.
+    levers = ("model_ema", "finetune_size", "finetune_epochs", "finetune_lr", "crop_brain")
     if t.get("config"):
-        flags = [f"--config {t['config']}"]
+        flags = [f"--config {t['config']}", *_option_flags(t, levers)]
     else:  # the options that matter most; the rest are in config.json
         keys = ("model", "pretrained", "input_size", "epochs", "batch_size", "opt", "lr", "weight_decay", "sched",
                 "warmup_epochs", "label_smoothing", "mask_loss")  # fmt: skip
-        flags = [f"--{k.replace('_', '-')} {t[k]}" for k in keys if t.get(k) not in (None, "", 0, 0.0)]
+        flags = _option_flags(t, keys + levers)
         if t.get("output_stride") not in (None, 32):  # changes the network, so it must be repeated
             flags.append(f"--output-stride {t['output_stride']}")
-        flags += _lever_flags(t)
     flags += [f"--data {d}" for d in t.get("data") or []]
     if t.get("folds"):
         flags.append(f"--folds {t['folds']}" + (" --final" if t.get("final") else ""))
