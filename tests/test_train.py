@@ -349,6 +349,18 @@ def test_yaml_config_and_flag_override(tmp_path):
         parse_args(["--config", str(cfg)])
 
 
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_parses_and_names_weights_it_can_start_from(recipe):
+    import timm
+
+    from tumorlib.weights import OFFLINE_SOURCES
+
+    args = parse_args(["--config", str(recipe), "--data", str(FIGSHARE)])
+    assert args.model in timm.list_models() and args.epochs > 0 and args.input_size > 0
+    if args.pretrained == "imagenet-offline":  # only these architectures have weights that install offline
+        assert args.model in OFFLINE_SOURCES
+
+
 def test_hub_weights_offline_fail_fast(tmp_path):
     start = time.time()
     code = train_cli(["--data", str(FIGSHARE), "--pretrained", "resnet50.tv_in1k", "--output", str(tmp_path), *TINY])
