@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -18,11 +19,13 @@ import torch
 import yaml
 
 from train import evaluate as evaluate_cli
+from train.cv import final_args
 from train.model import lr_factor
 from train.train import cli as train_cli
 from train.train import parse_args
 from tumorlib import Classifier, decode_image, load_bundle
 from tumorlib.data import class_names, read_datasets
+from tumorlib.errors import TumorlibError
 
 from .conftest import FIGSHARE, FOLDERS, ROOT
 
@@ -613,3 +616,11 @@ def test_each_fold_learns_from_the_teacher_that_held_out_its_patients(cv_run, tm
     assert "held out other patients" in capsys.readouterr().err
     assert train_cli([*common, "--teacher", str(cv_run), "--name", "one"]) == 0
     assert "one teacher for every fold" in capsys.readouterr().err
+    # The all-patient student learns from the all-patient teacher (cv_run itself, its --final model).
+    everyone = [a for a in common if a not in ("--fold", "0")]
+    assert train_cli([*everyone, "--teacher", per_fold, "--name", "kd", "--final", "--resume"]) == 0
+    assert load_bundle(tmp_path / "kd").config["label_names"] == load_bundle(cv_run).config["label_names"]
+    with pytest.raises(TumorlibError, match="cannot tell the teacher"):
+        final_args(argparse.Namespace(teacher=str(cv_run / "fold{fold}")))
+    with pytest.raises(TumorlibError, match="train it with --final first"):
+        final_args(argparse.Namespace(teacher=str(tmp_path / "folds-only" / "fold{fold}" / "bundle")))

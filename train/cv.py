@@ -84,7 +84,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     temperature, metrics = aggregate_folds(run_dir, labels, args.folds)
     extra = {"training": recipe, "split": f"{args.folds}-fold cross-validation grouped by patient (seed {args.seed})"}
     if args.final:
-        out = fit(records, [], labels, args, run_dir / "final", accelerator, "final")
+        out = fit(records, [], labels, final_args(args), run_dir / "final", accelerator, "final")
         # The prediction sets' thresholds come from the same out-of-fold slices as the temperature.
         shipped = {**extra, "conformal": run_thresholds(run_dir, temperature)}
         export_bundle(
@@ -128,6 +128,26 @@ def fold_args(args, k: int, test_records: list[Record]):
             "it must come from a cross-validation with the same data, --folds and --seed."
         )
     return argparse.Namespace(**{**vars(args), "teacher": str(path)})
+
+
+def final_args(args):
+    """The recipe for the all-patient fit: a per-fold teacher ``RUN/fold{fold}/bundle`` becomes ``RUN``, the
+    teacher's own ``--final`` model, so the student that sees every patient learns from the teacher that did."""
+    teacher = getattr(args, "teacher", None)
+    if not teacher or "{fold}" not in teacher:
+        return args
+    path = Path(teacher)
+    if path.name != "bundle" or path.parent.name != "fold{fold}":
+        raise TumorlibError(
+            f"--final cannot tell the teacher trained on every patient from {teacher}: "
+            "a per-fold teacher is RUN/fold{fold}/bundle, and its all-patient model RUN."
+        )
+    run = path.parent.parent
+    if not (run / "config.json").is_file():
+        raise TumorlibError(
+            f"The teacher's cross-validation {run} has no all-patient model: train it with --final first."
+        )
+    return argparse.Namespace(**{**vars(args), "teacher": str(run)})
 
 
 def fold_model(

@@ -147,7 +147,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--teacher",
         help="bundle folder or Hub id of a trained teacher for knowledge distillation; in cross-validation, "
-        "PATH/fold{fold}/bundle gives each fold the teacher that held out the same patients",
+        "RUN/fold{fold}/bundle gives each fold the teacher that held out the same patients, and --final "
+        "the teacher's own all-patient model RUN",
     )
     g.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's soft targets")
     g.add_argument("--distill-temperature", type=float, default=4.0)
