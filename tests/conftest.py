@@ -28,7 +28,7 @@ FIGSHARE = SAMPLES / "figshare"
 FOLDERS = SAMPLES / "class_folders"
 LABELS3 = ["glioma", "meningioma", "pituitary"]
 #: The cross-validation behind each bundled model (its figures, temperature and prediction-set thresholds).
-SHIPPED_RUNS = {"default": "r50-ema-4c-cv", "mobilenetv2": "mnv2-4c-cv"}
+SHIPPED_RUNS = {"default": "r50-ema-kd-4c", "mobilenetv2": "mnv2-4c-cv"}
 
 
 @pytest.fixture(scope="session")

@@ -269,7 +269,9 @@ def test_shipped_bundles_carry_thresholds_fitted_on_their_own_out_of_fold_predic
     assert Classifier(loaded, device="cpu", variant="fp32").conformal.levels == conformal.LEVELS
 
 
-@pytest.mark.parametrize("run", ["r50-ema-4c-cv", "r50-4c-cv", "mnv2-4c-cv", "r50-3c-cv", "mnv2-3c-cv"])
+@pytest.mark.parametrize(
+    "run", ["r50-ema-kd-4c", "r50-ema-4c-cv", "r50-4c-cv", "mnv2-4c-cv", "r50-3c-cv", "mnv2-3c-cv"]
+)
 def test_committed_metrics_report_cross_fitted_coverage(run):
     folder = ROOT / "results" / run
     labels, logits, y, folds = read_run(folder)
