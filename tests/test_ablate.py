@@ -99,3 +99,12 @@ def test_the_committed_docs_table_equals_the_recorded_ablations(monkeypatch):
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     assert BLOCK.search(page), "docs/results.md needs its <!-- python -m train.ablate --table --> block"
     assert update(page) == page, "regenerate with: python -m train.ablate --update docs/results.md"
+
+
+def test_the_change_names_each_teacher_of_an_ensemble_and_list_options_as_flags():
+    from train.ablate import recipe_change
+
+    config = {**BASE_CONFIG, "teacher": ["runs/a/fold{fold}/bundle", "runs/b/fold{fold}/bundle"], "scale": [0.9, 1.1]}
+    assert recipe_change(config, {**BASE_CONFIG, "scale": [0.8, 1.2]}) == (
+        "--teacher runs/a/fold{fold}/bundle --teacher runs/b/fold{fold}/bundle --scale 0.9 1.1"
+    )

@@ -300,6 +300,11 @@ def test_reproduce_section_follows_the_recorded_run(config4):
         in distilled
     )
     assert "--hint-loss" not in distilled and "teacher `runs/t/fold{fold}/bundle`, which is trained first" in distilled
+    # An ensemble teacher: one flag per teacher, both named.
+    two = {**kd, "teacher": ["runs/t/fold{fold}/bundle", "runs/u/fold{fold}/bundle"]}
+    ensembled = model_card({**cfg, "tumorlib": {"training": two}}, None)
+    assert "--teacher 'runs/t/fold{fold}/bundle' --teacher 'runs/u/fold{fold}/bundle' --distill-alpha" in ensembled
+    assert "mean of the teachers `runs/t/fold{fold}/bundle` and `runs/u/fold{fold}/bundle`" in ensembled
 
 
 def test_prediction_sets_section_explains_the_sets_with_their_measured_coverage(config4):

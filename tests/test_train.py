@@ -19,12 +19,12 @@ import torch
 import yaml
 
 from train import evaluate as evaluate_cli
-from train.cv import final_args
+from train.cv import final_args, fold_args
 from train.model import lr_factor
 from train.train import cli as train_cli
 from train.train import parse_args
 from tumorlib import Classifier, decode_image, load_bundle
-from tumorlib.data import class_names, read_datasets
+from tumorlib.data import Record, class_names, read_datasets
 from tumorlib.errors import TumorlibError
 
 from .conftest import FIGSHARE, FOLDERS, ROOT
@@ -328,6 +328,40 @@ def test_mask_loss_and_distillation_ship_only_the_classifier(tmp_path, tiny_bund
     load_bundle(tmp_path / "aux")  # strict load: exactly the timm architecture
 
 
+def test_an_ensemble_teacher_is_the_mean_of_its_members_softened_probabilities(tiny_bundle, tmp_path):
+    from train.model import Teacher, Teachers
+    from tumorlib import DataConfig, create_model, save_bundle
+
+    torch.manual_seed(1)
+    data = DataConfig(input_size=(3, 64, 64))
+    other = create_model("test_resnet", num_classes=3, data=data).eval()
+    labels = load_bundle(tiny_bundle).labels
+    other = save_bundle(other, tmp_path / "other", label_names=labels[::-1], data=data)  # another class order
+    x = torch.randn(4, 3, 64, 64)
+    one = Teacher(str(tiny_bundle), labels, data, torch.device("cpu"))
+    two = Teacher(str(other), labels, data, torch.device("cpu"))
+    probs, features = Teachers([str(tiny_bundle), str(other)], labels, data, torch.device("cpu"))(x, 4.0)
+    expected = (torch.softmax(one(x)[0] / 4.0, 1) + torch.softmax(two(x)[0] / 4.0, 1)) / 2
+    assert torch.allclose(probs, expected, atol=1e-6) and features is None
+    assert not torch.allclose(torch.softmax(one(x)[0] / 4.0, 1), torch.softmax(two(x)[0] / 4.0, 1))
+    single, hint = Teachers([str(tiny_bundle)], labels, data, torch.device("cpu"))(x, 4.0)
+    assert torch.equal(single, torch.softmax(one(x)[0] / 4.0, 1)) and hint.shape[1] == one.channels
+
+
+def test_teacher_flags_replace_the_recipes_and_an_ensemble_has_no_hint_loss(tmp_path, capsys):
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text("data: [d]\nteacher: runs/a/fold{fold}/bundle\n")
+    assert parse_args(["--config", str(recipe)]).teacher == "runs/a/fold{fold}/bundle"
+    assert parse_args(["--config", str(recipe), "--teacher", "b"]).teacher == "b"
+    assert parse_args(["--config", str(recipe), "--teacher", "b", "--teacher", "c"]).teacher == ["b", "c"]
+    recipe.write_text("data: [d]\nteacher: [a, b]\n")
+    assert parse_args(["--config", str(recipe)]).teacher == ["a", "b"]
+    assert parse_args(["--data", "d"]).teacher is None
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--teacher", "a", "--teacher", "b", "--hint-loss", "0.1"])
+    assert "single --teacher" in capsys.readouterr().err
+
+
 def test_output_stride_16_doubles_the_grad_cam_grid_and_travels_with_the_bundle(tmp_path):
     code = train_cli(
         ["--data", str(FIGSHARE), "--epochs", "1", "--val-fraction", "0", "--output-stride", "16", "--mask-loss", "0.5",
@@ -620,6 +654,17 @@ def test_each_fold_learns_from_the_teacher_that_held_out_its_patients(cv_run, tm
     everyone = [a for a in common if a not in ("--fold", "0")]
     assert train_cli([*everyone, "--teacher", per_fold, "--name", "kd", "--final", "--resume"]) == 0
     assert load_bundle(tmp_path / "kd").config["label_names"] == load_bundle(cv_run).config["label_names"]
+    # An ensemble: every per-fold teacher is checked and mapped, the fixed one kept (with its warning).
+    both = [*common, "--teacher", per_fold, "--teacher", str(cv_run), "--name", "ens"]
+    assert train_cli(both) == 0 and "one teacher for every fold" in capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "ens" / "config.yaml").read_text())["teacher"] == [per_fold, str(cv_run)]
+    with (cv_run / "fold1" / "predictions.csv").open(newline="") as f:
+        fold1 = [Record(r["id"], r["true_label"], r["patient"], Path("x")) for r in csv.DictReader(f)]
+    assert fold_args(argparse.Namespace(teacher=[per_fold, str(cv_run)]), 1, fold1).teacher == [
+        str(cv_run / "fold1" / "bundle"),
+        str(cv_run),
+    ]
+    assert final_args(argparse.Namespace(teacher=[per_fold, "hub/id"])).teacher == [str(cv_run), "hub/id"]
     with pytest.raises(TumorlibError, match="cannot tell the teacher"):
         final_args(argparse.Namespace(teacher=str(cv_run / "fold{fold}")))
     with pytest.raises(TumorlibError, match="train it with --final first"):

@@ -104,7 +104,12 @@ def recipe_change(config: Mapping, base: Mapping) -> str:
         if key in skip or base.get(key) == value or (key not in base and not value):
             continue
         flag = "--" + key.replace("_", "-")
-        flags.append(flag if value is True else f"{flag} {value}")
+        if key == "teacher" and isinstance(value, list):  # given once per teacher
+            flags += [f"{flag} {v}" for v in value]
+        elif isinstance(value, list):
+            flags.append(f"{flag} {' '.join(str(v) for v in value)}")
+        else:
+            flags.append(flag if value is True else f"{flag} {value}")
     return " ".join(flags) or "(none)"
 
 

@@ -32,7 +32,7 @@ from .conformal import conformal_metrics, run_thresholds
 from .engine import evaluate, fit, recalibrate_bn
 from .evaluate import cam_report, localiser_report, tumour_free
 from .gate import fit_bundle_gate
-from .model import TrainModel
+from .model import TrainModel, teacher_sources
 from .runfiles import (
     CHECKPOINT,
     export_bundle,
@@ -102,17 +102,23 @@ def fold_args(args, k: int, test_records: list[Record]):
     its score meaningless, so a per-fold teacher must come from a cross-validation with the same folds:
     its ``predictions.csv`` (beside the bundle, as the trainer writes fold folders) must list exactly
     this fold's patients. A single teacher for every fold gets a warning: it is only fair if it never saw
-    any of the data."""
-    teacher = getattr(args, "teacher", None)
-    if not teacher:
+    any of the data. Each teacher of an ensemble is checked alike."""
+    teachers = teacher_sources(getattr(args, "teacher", None))
+    if not teachers:
         return args
+    ours = {r.group for r in test_records}
+    chosen = [_fold_teacher(t, k, ours) for t in teachers]
+    return argparse.Namespace(**{**vars(args), "teacher": chosen[0] if len(chosen) == 1 else chosen})
+
+
+def _fold_teacher(teacher: str, k: int, patients: set[str]) -> str:
     if "{fold}" not in teacher:
         print(
             f"warning: one teacher for every fold ({teacher}): unless it was trained on none of these patients, "
             "the folds' scores are not those of unseen patients; use a per-fold teacher (PATH/fold{fold}/bundle)",
             file=sys.stderr,
         )
-        return args
+        return teacher
     path = Path(teacher.format(fold=k))
     held_out = path.parent / "predictions.csv"
     if not held_out.is_file():
@@ -121,21 +127,27 @@ def fold_args(args, k: int, test_records: list[Record]):
         )
     with held_out.open(newline="", encoding="utf-8") as f:
         theirs = {row["patient"] for row in csv.DictReader(f)}
-    ours = {r.group for r in test_records}
-    if theirs != ours:
+    if theirs != patients:
         raise TumorlibError(
-            f"The fold {k} teacher {path} held out other patients than this fold ({len(theirs ^ ours)} differ): "
+            f"The fold {k} teacher {path} held out other patients than this fold ({len(theirs ^ patients)} differ): "
             "it must come from a cross-validation with the same data, --folds and --seed."
         )
-    return argparse.Namespace(**{**vars(args), "teacher": str(path)})
+    return str(path)
 
 
 def final_args(args):
     """The recipe for the all-patient fit: a per-fold teacher ``RUN/fold{fold}/bundle`` becomes ``RUN``, the
     teacher's own ``--final`` model, so the student that sees every patient learns from the teacher that did."""
-    teacher = getattr(args, "teacher", None)
-    if not teacher or "{fold}" not in teacher:
+    teachers = teacher_sources(getattr(args, "teacher", None))
+    if not any("{fold}" in t for t in teachers):
         return args
+    chosen = [_final_teacher(t) for t in teachers]
+    return argparse.Namespace(**{**vars(args), "teacher": chosen[0] if len(chosen) == 1 else chosen})
+
+
+def _final_teacher(teacher: str) -> str:
+    if "{fold}" not in teacher:
+        return teacher
     path = Path(teacher)
     if path.name != "bundle" or path.parent.name != "fold{fold}":
         raise TumorlibError(
@@ -147,7 +159,7 @@ def final_args(args):
         raise TumorlibError(
             f"The teacher's cross-validation {run} has no all-patient model: train it with --final first."
         )
-    return argparse.Namespace(**{**vars(args), "teacher": str(run)})
+    return str(run)
 
 
 def fold_model(

@@ -28,7 +28,7 @@ from tumorlib.transforms import DataConfig, create_transform
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import architecture_args, augment_config, data_config, finetunes, total_epochs
-from .model import Teacher, TrainModel, build_optimizer, lr_factor, make_ema, set_backbone_trainable
+from .model import Teachers, TrainModel, build_optimizer, lr_factor, make_ema, set_backbone_trainable, teacher_sources
 from .runfiles import CHECKPOINT, MAIN_CHECKPOINT, write_history
 
 
@@ -44,7 +44,7 @@ def train_one_epoch(
     total_steps: int,
     warmup_steps: int,
     class_weights: torch.Tensor | None = None,
-    teacher: Teacher | None = None,
+    teacher: Teachers | None = None,
     mixup=None,
     progress: bool = True,
     ema=None,
@@ -79,9 +79,9 @@ def train_one_epoch(
             else:
                 loss = F.cross_entropy(logits, y, weight=class_weights, label_smoothing=args.label_smoothing)
             if teacher is not None:
-                t_logits, t_features = teacher(x)
                 temp = args.distill_temperature
-                kd = F.kl_div(F.log_softmax(logits / temp, 1), F.softmax(t_logits / temp, 1), reduction="batchmean")
+                t_probs, t_features = teacher(x, temp)
+                kd = F.kl_div(F.log_softmax(logits / temp, 1), t_probs, reduction="batchmean")
                 loss = (1 - args.distill_alpha) * loss + args.distill_alpha * kd * temp * temp
                 if "hint" in out:
                     loss = loss + args.hint_loss * hint_loss(out["hint"].float(), t_features)
@@ -227,7 +227,8 @@ def fit(
     data = data_config(args, mean, std, size=args.input_size)  # the main schedule's input
     served = data_config(args, mean, std)  # the input the model ends at, is scored at and ships with
     net.pretrained_cfg = {**net.pretrained_cfg, **served.to_pretrained_cfg()}
-    teacher = Teacher(args.teacher, labels, data, accelerator.device) if args.teacher else None
+    sources = teacher_sources(args.teacher)
+    teacher = Teachers(sources, labels, data, accelerator.device) if sources else None
     model = TrainModel(
         net, mask_head=args.mask_loss > 0, hint_channels=teacher.channels if teacher and args.hint_loss else None
     )

@@ -83,6 +83,30 @@ class Teacher:
         return logits[:, self.order.to(dev)].float(), features.float()
 
 
+def teacher_sources(value: str | list[str] | None) -> list[str]:
+    """``--teacher`` as a list. One teacher is recorded as a plain string (as recipes and model cards name
+    it), several as a list."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+class Teachers:
+    """The teacher, or an ensemble of them, as the student sees it: the mean of their softened probabilities
+    (Beyer et al. 2022 distil from an ensemble this way), plus the last-stage features of a single teacher
+    for the hint loss (an ensemble's features differ in shape and have no one mean)."""
+
+    def __init__(self, sources: list[str], labels: list[str], student: DataConfig, device: torch.device) -> None:
+        self.members = [Teacher(s, labels, student, device) for s in sources]
+        self.channels = self.members[0].channels if len(self.members) == 1 else None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outs = [member(x) for member in self.members]
+        probs = torch.stack([F.softmax(logits / temperature, 1) for logits, _ in outs]).mean(0)
+        return probs, (outs[0][1] if len(outs) == 1 else None)
+
+
 def param_groups(model: TrainModel, args: argparse.Namespace) -> list[dict]:
     """Head (classifier and auxiliary heads) at ``lr``; the backbone at ``lr x backbone_lr_scale``, optionally
     decayed layer by layer; no weight decay on norms and biases."""

@@ -31,6 +31,7 @@ from tumorlib.splits import train_val_split
 from .cv import run_cross_validation
 from .engine import fit, make_accelerator
 from .gate import fit_bundle_gate
+from .model import teacher_sources
 from .runfiles import export_bundle, fold_metrics, resolved_config, set_status, write_model_card, write_predictions
 
 
@@ -146,9 +147,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--teacher",
+        action="append",
         help="bundle folder or Hub id of a trained teacher for knowledge distillation; in cross-validation, "
         "RUN/fold{fold}/bundle gives each fold the teacher that held out the same patients, and --final "
-        "the teacher's own all-patient model RUN",
+        "the teacher's own all-patient model RUN; repeat it for an ensemble teacher (the mean of their "
+        "softened probabilities)",
     )
     g.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher's soft targets")
     g.add_argument("--distill-temperature", type=float, default=4.0)
@@ -190,8 +193,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = sorted(str(k) for k in values if k not in dests)
         if unknown:
             parser.error(f"unknown keys in {known.config}: {', '.join(unknown)}")
+        # A list option: the command line's --teacher replaces the recipe's, as every other flag does.
+        recipe_teacher = values.pop("teacher", None)
         parser.set_defaults(**values)
+    else:
+        recipe_teacher = None
     args = parser.parse_args(argv)
+    teachers = teacher_sources(args.teacher or recipe_teacher)
+    if args.hint_loss and len(teachers) > 1:
+        parser.error("--hint-loss matches one teacher's features: give a single --teacher")
+    args.teacher = teachers[0] if len(teachers) == 1 else teachers or None
     if not args.data:
         parser.error("give at least one --data folder (or 'data:' in the YAML config)")
     if args.fold is not None and not (args.folds and 0 <= args.fold < args.folds):

@@ -609,8 +609,9 @@ def _reproduce_section(config: Mapping) -> str:
         flags = _option_flags(t, keys + levers)
         if t.get("output_stride") not in (None, 32):  # changes the network, so it must be repeated
             flags.append(f"--output-stride {t['output_stride']}")
-    if t.get("teacher"):  # the soft targets are part of the recipe: without them it is another model
-        flags.append(f"--teacher '{t['teacher']}'")
+    teachers = [t["teacher"]] if isinstance(t.get("teacher"), str) else list(t.get("teacher") or [])
+    if teachers:  # the soft targets are part of the recipe: without them it is another model
+        flags += [f"--teacher '{source}'" for source in teachers]
         flags += _option_flags(t, ("distill_alpha", "distill_temperature", "hint_loss"))
     flags += [f"--data {d}" for d in t.get("data") or []]
     if t.get("folds"):
@@ -620,9 +621,13 @@ def _reproduce_section(config: Mapping) -> str:
     flags.append(f"--seed {t.get('seed', 0)}")
     command = "python -m train " + " ".join(flags)
     teacher = ""
-    if t.get("teacher"):
-        teacher = f"It learned from the teacher `{t['teacher']}`, which is trained first"
-        if "{fold}" in t["teacher"]:
+    if teachers:
+        named = " and ".join(f"`{source}`" for source in teachers)
+        if len(teachers) == 1:
+            teacher = f"It learned from the teacher {named}, which is trained first"
+        else:
+            teacher = f"It learned from the mean of the teachers {named}, which are trained first"
+        if any("{fold}" in source for source in teachers):
             teacher += " (a cross-validation with the same data, `--folds` and `--seed`, then its `--final`)"
         teacher += ". "
     return (
