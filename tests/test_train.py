@@ -542,6 +542,15 @@ def test_model_ema_is_updated_after_every_optimiser_step():
     assert not torch.allclose(avg["model.bn1.running_mean"], state["model.bn1.running_mean"])  # buffers too
 
 
+def test_one_process_can_train_at_one_precision_then_another():
+    """accelerate's state is per process: a second run (train.stages, the tests) may want another precision."""
+    from train.engine import make_accelerator
+
+    for precision, mixed in [("fp32", "no"), ("bf16", "bf16"), ("fp32", "no")]:
+        accelerator = make_accelerator(argparse.Namespace(precision=precision))
+        assert accelerator.mixed_precision == mixed and accelerator.device.type in {"cpu", "cuda"}
+
+
 @pytest.fixture(scope="module")
 def ema_fold(tmp_path_factory) -> Path:
     """Fold 0 of a CV run trained in bf16 at 64 px, fine-tuned at 96 px, scored as its weight average."""

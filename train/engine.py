@@ -152,8 +152,15 @@ def evaluate(model: nn.Module, loader: DataLoader, accelerator, progress: bool =
 
 
 def make_accelerator(args: argparse.Namespace):
+    """The run's Accelerator; a process may train more than once (train.stages, a notebook, the tests)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, is_initialized
 
+    # accelerate keeps one state per process and refuses a second Accelerator with another precision,
+    # which "auto" can pick differently per machine; each run starts from its own. The process group
+    # (PartialState) is kept: it belongs to the launch, not to the run.
+    if is_initialized():
+        AcceleratorState._reset_state()
     cuda = torch.cuda.is_available()
     if args.precision == "fp32":
         mixed = "no"
