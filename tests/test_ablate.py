@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train.ablate import BLOCK, COLUMNS, cli, summarise, table, update
+from train.ablate import BLOCK, COLUMNS, RUNS_BLOCK, cli, runs_table, summarise, table, update
 
 from .conftest import ROOT
 
@@ -94,10 +94,32 @@ def test_the_docs_table_is_generated_from_the_summaries(runs, tmp_path, monkeypa
     assert update(page, out.parent) == page.replace("| old |\n", text)
 
 
+def test_the_table_of_every_run_is_the_csv_row_by_row(runs, tmp_path):
+    run, base = runs
+    ablations = tmp_path / "a.csv"
+    study = {"run": "studies/ens", "recipe": "a + b", "wall_minutes": "0", "accuracy": "0.9454", "macro_f1": "0.9412"}
+    cli_args = [str(run), "--baseline", str(base), "--out", str(tmp_path / "results" / "ablations" / "crop-brain")]
+    assert cli([*cli_args, "--csv", str(ablations)]) == 0
+    with ablations.open(newline="") as f:
+        row = next(csv.DictReader(f))
+    with ablations.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow({k: study.get(k, "") for k in COLUMNS})
+    lines = runs_table(ablations).splitlines()
+    assert lines[0].startswith("| run | recipe |") and len(lines) == 4
+    assert lines[2] == (
+        f"| `ablations/crop-brain` | `{row['recipe']}` | {row['epochs']} | {row['input_size']} | random | "
+        f"{row['wall_minutes']} | {100 * float(row['accuracy']):.2f}% | {100 * float(row['macro_f1']):.2f}% |"
+    )
+    assert lines[3] == "| `studies/ens` | a + b | — | — | — | no training | 94.54% | 94.12% |"  # no training: no time
+    page = "<!-- python -m train.ablate --runs -->\n| old |\n<!-- end runs -->\n"
+    assert update(page, tmp_path / "none", ablations) == page.replace("| old |\n", runs_table(ablations))
+
+
 def test_the_committed_docs_table_equals_the_recorded_ablations(monkeypatch):
     monkeypatch.chdir(ROOT)
     page = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     assert BLOCK.search(page), "docs/results.md needs its <!-- python -m train.ablate --table --> block"
+    assert RUNS_BLOCK.search(page), "docs/results.md needs its <!-- python -m train.ablate --runs --> block"
     assert update(page) == page, "regenerate with: python -m train.ablate --update docs/results.md"
 
 

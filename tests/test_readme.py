@@ -7,7 +7,6 @@ their metrics; the README's install and test commands are exactly those ``.ci/ru
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shlex
@@ -16,7 +15,6 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from train.ablate import BLOCK as ABLATION_BLOCK
 from train.tables import BLOCK, get_args_parser, main, render, update
 
 from .conftest import ROOT, numbers_of
@@ -144,23 +142,6 @@ def test_the_front_matter_is_the_space_card():
     pinned = re.search(r"^gradio==(\S+)$", (ROOT / "requirements.txt").read_text(), flags=re.M)
     assert pinned and meta["sdk_version"] == pinned.group(1)
     assert meta["license"] == "apache-2.0"
-
-
-def _ablation_row(r: dict) -> str:
-    recipe = f"`{r['recipe']}`" if r["recipe"].startswith("recipes/") else r["recipe"]
-    wall = r["wall_minutes"] if float(r["wall_minutes"]) else "no training"
-    cells = [f"`{r['run']}`", recipe, r["epochs"] or "—", r["input_size"] or "—", r["init"] or "—", wall]
-    cells += [f"{100 * float(r['accuracy']):.2f}%", f"{100 * float(r['macro_f1']):.2f}%"]
-    return "| " + " | ".join(cells) + " |"
-
-
-def test_the_ablations_table_is_the_csv():
-    with (ROOT / "results" / "ablations.csv").open(newline="") as f:
-        rows = [_ablation_row(r) for r in csv.DictReader(f)]
-    assert rows
-    section = ABLATION_BLOCK.sub("", _section(PAGES["docs/results.md"], "Ablations"))  # the paired table is its own
-    table = [line for line in section.splitlines() if line.startswith("| `")]
-    assert table == rows
 
 
 @pytest.mark.parametrize("name", ["benchmark.md", "benchmark-mobilenetv2.md"])

@@ -4,7 +4,7 @@ baseline run's own scores on the same folds (same patients, same seed), as a row
     python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 0 --name abl-crop --crop-brain
     python -m train --config recipes/resnet50-scratch.yaml --data ... --folds 5 --fold 3 --name abl-crop --crop-brain
     python -m train.ablate runs/abl-crop --baseline results/r50-4c-cv --out results/ablations/crop-brain
-    python -m train.ablate --update docs/results.md     # rewrite the paired-ablations table block
+    python -m train.ablate --update docs/results.md     # rewrite its tables: paired ablations, every run
 
 One fold alone moves by +-2 points between seeds, so a change is read on the pair of folds and their
 mean, never on one. The fold files (metrics, predictions, history, the run's config) are copied to
@@ -196,9 +196,37 @@ def table(root: Path = Path("results/ablations")) -> str:
     return "\n".join(rows) + "\n"
 
 
-def update(text: str, root: Path = Path("results/ablations")) -> str:
-    """``text`` with its paired-ablations block rewritten from the recorded summaries."""
-    return BLOCK.sub(lambda m: m.group(1) + table(root) + m.group(3), text)
+#: The place of the table of every recorded run (``results/ablations.csv``) in a Markdown page.
+RUNS_BLOCK = re.compile(r"(<!-- python -m train\.ablate --runs -->\n)(.*?)(<!-- end runs -->)", re.S)
+
+
+def runs_row(row: Mapping) -> str:
+    """One ``results/ablations.csv`` row as a Markdown table row (the notes stay in the CSV)."""
+    recipe = f"`{row['recipe']}`" if row["recipe"].startswith("recipes/") else row["recipe"]
+    wall = row["wall_minutes"] if float(row["wall_minutes"] or 0) else "no training"
+    cells = [f"`{row['run']}`", recipe, row["epochs"] or "—", row["input_size"] or "—", row["init"] or "—", wall]
+    cells += [f"{100 * float(row['accuracy']):.2f}%", f"{100 * float(row['macro_f1']):.2f}%"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def runs_table(path: Path = ABLATIONS) -> str:
+    """Every row of ``results/ablations.csv`` as a Markdown table, in the CSV's order."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [runs_row(r) for r in csv.DictReader(f)]
+    head = [
+        "| run | recipe | epochs | input px | initialisation | wall time (min) | accuracy | macro F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    return "\n".join(head + rows) + "\n"
+
+
+def update(text: str, root: Path = Path("results/ablations"), runs_csv: Path = ABLATIONS) -> str:
+    """``text`` with its generated blocks rewritten: the paired ablations from their recorded summaries,
+    the table of every run from ``results/ablations.csv``."""
+    text = BLOCK.sub(lambda m: m.group(1) + table(root) + m.group(3), text)
+    if RUNS_BLOCK.search(text):
+        text = RUNS_BLOCK.sub(lambda m: m.group(1) + runs_table(runs_csv) + m.group(3), text)
+    return text
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -207,14 +235,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="the baseline CV results folder (results/r50-4c-cv)")
     p.add_argument("--out", help="where the fold files and summary.json go (results/ablations/NAME)")
     p.add_argument("--csv", default=str(ABLATIONS), help="the ablations table to add the row to")
-    p.add_argument("--update", metavar="PAGE", help="rewrite the paired-ablations table block in this Markdown page")
+    p.add_argument(
+        "--update",
+        metavar="PAGE",
+        help="rewrite the generated tables (paired ablations, every run) in this Markdown page",
+    )
     return p
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.update:
         page = Path(args.update)
-        atomic_write_text(page, update(page.read_text(encoding="utf-8")))
+        atomic_write_text(page, update(page.read_text(encoding="utf-8"), runs_csv=Path(args.csv)))
         return {}
     if not (args.run and args.baseline and args.out):
         raise TumorlibError("Give the run folder, --baseline and --out (or --update PAGE).")
