@@ -55,6 +55,29 @@ def test_each_fold_stands_beside_the_baseline_on_the_same_fold(runs):
     assert summary["uncontended_minutes"] == pytest.approx((3 * 52 + 3 * 50) / 60)
 
 
+def test_the_notes_say_where_each_fold_trained_when_the_machines_differ(runs, tmp_path):
+    run, base = runs
+    fast = {"cpu": "CPU A", "cores": 2, "isa": ["avx512_bf16"], "gpu": None, "mixed_precision": "bf16"}
+    slow = {**fast, "cpu": "CPU B", "isa": ["avx2"], "mixed_precision": "no"}
+    for k, machine in ((0, fast), (3, slow)):
+        path = run / f"fold{k}" / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "trained_on": machine}), encoding="utf-8")
+    table = tmp_path / "ablations.csv"
+    assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(table)]) == 0
+    with table.open(newline="") as f:
+        notes = next(csv.DictReader(f))["notes"]
+    assert notes.endswith("; trained on fold 0 CPU A (bf16), fold 3 CPU B (fp32)")
+    assert [f["trained_on"]["cpu"] for f in json.loads((tmp_path / "o" / "summary.json").read_text())["folds"]] == [
+        "CPU A",
+        "CPU B",
+    ]
+    path = run / "fold0" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "trained_on": slow}), encoding="utf-8")
+    assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(table)]) == 0
+    with table.open(newline="") as f:
+        assert next(csv.DictReader(f))["notes"].endswith("uncontended; trained on CPU B (fp32)")  # one machine: once
+
+
 def test_the_row_and_the_fold_files_are_recorded(runs, tmp_path):
     run, base = runs
     table = tmp_path / "ablations.csv"

@@ -68,6 +68,13 @@ def test_cv_run_writes_every_output(cv_run):
         assert [r["fold"] for r in csv.DictReader(f)] == ["fold0", "fold1"]
     config = yaml.safe_load((cv_run / "config.yaml").read_text())
     assert config["folds"] == 2 and config["model"] == "test_resnet"
+    # Each fold records the machine and the precision it trained at ("auto" resolves per machine).
+    from tumorlib.runtime import machine_signature
+
+    for fold in metrics["folds"]:
+        machine = {k: v for k, v in fold["trained_on"].items() if k != "gpu"}
+        assert machine == {**machine_signature(), "mixed_precision": "bf16"}
+    assert config["_environment"]["cpu"] == machine_signature()["cpu"]
     # Grad-CAM checked against the masks by each fold's model on its held-out patients, then pooled
     fold_cams = [json.loads((cv_run / f"fold{k}" / "metrics.json").read_text())["cam"] for k in (0, 1)]
     assert metrics["cam"]["n"] == sum(c["n"] for c in fold_cams) == 24
@@ -488,6 +495,7 @@ def test_a_finished_fold_is_rescored_and_rechecked_when_the_recipe_recalibrates(
     m = json.loads((fold / "metrics.json").read_text())
     assert m["bn_recalibrated"] is True and m["precision"] == "fp32"
     assert "cam" not in m and "localiser" not in m  # checked on another model: redone below
+    assert m["trained_on"] == json.loads((cv_run / "fold0" / "metrics.json").read_text())["trained_on"]  # kept
     add_fold_checks(args, fold, test_r, class_names(records), train_r)
     m = json.loads((fold / "metrics.json").read_text())
     assert m["cam"]["n"] == m["localiser"]["n"] > 0

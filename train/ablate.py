@@ -71,10 +71,12 @@ def summarise(run: Path, baseline: Path) -> dict:
         ours, theirs = run / f"fold{k}", baseline / f"fold{k}"
         if not (theirs / "metrics.json").is_file():
             raise TumorlibError(f"The baseline {baseline} has no fold {k} to compare with.")
+        metrics = load_json(ours / "metrics.json")
         rows.append(
             {
                 "fold": k,
-                **fold_scores(load_json(ours / "metrics.json")),
+                **fold_scores(metrics),
+                "trained_on": metrics.get("trained_on"),
                 "baseline": fold_scores(load_json(theirs / "metrics.json")),
                 **fold_minutes(ours / "history.csv"),
             }
@@ -113,6 +115,21 @@ def recipe_change(config: Mapping, base: Mapping) -> str:
     return " ".join(flags) or "(none)"
 
 
+def machines(folds: list[Mapping]) -> str:
+    """Where the folds trained, as the notes say it: minutes compare only on one machine and precision."""
+
+    def one(m: Mapping) -> str:
+        gpu = m.get("gpu")
+        return f"{gpu or m.get('cpu') or 'unknown CPU'} ({'bf16' if m.get('mixed_precision') == 'bf16' else 'fp32'})"
+
+    known = [(r["fold"], one(r["trained_on"])) for r in folds if r.get("trained_on")]
+    if not known:
+        return ""
+    if len({m for _, m in known}) == 1 and len(known) == len(folds):
+        return f"; trained on {known[0][1]}"
+    return "; trained on " + ", ".join(f"fold {k} {m}" for k, m in known)
+
+
 def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) -> dict:
     """The ``results/ablations.csv`` row: the fold mean, and each fold beside the baseline in the notes."""
 
@@ -129,7 +146,7 @@ def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) ->
         f"mean {pct(mean['accuracy'])}% vs {pct(base_mean['accuracy'])}%; "
         f"{WATCHED} recall {'/'.join(pct(r[f'{WATCHED}_recall']) for r in folds)}% "
         f"(baseline {'/'.join(pct(r['baseline'][f'{WATCHED}_recall']) for r in folds)}%); "
-        f"about {summary['uncontended_minutes']:.0f} min of epochs uncontended"
+        f"about {summary['uncontended_minutes']:.0f} min of epochs uncontended{machines(folds)}"
     )
     size = config.get("finetune_size") or config.get("input_size")
     return {

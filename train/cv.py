@@ -39,6 +39,7 @@ from .runfiles import (
     fold_metrics,
     read_history,
     read_predictions,
+    training_machine,
     write_history,
     write_model_card,
     write_predictions,
@@ -72,6 +73,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
             m.update(fold=k, precision="fp32", bn_recalibrated=bool(args.recalibrate_bn))
+            m["trained_on"] = training_machine(accelerator)
             if not args.no_cam:
                 m.update(fold_checks(out["model"], out["mask_head"], out["mask_stage"], args, fold_dir, test_r, labels))
             save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete
@@ -205,7 +207,8 @@ def rescore_fold(
         print(f"warning: {fold_dir.name} keeps its bf16 scores: {err}", file=sys.stderr)
         return
     rescored = score_fold_model(model, args, fold_dir, test_records, labels, accelerator)
-    kept = {key: metrics[key] for key in (("fold", "cam", "localiser") if same_bn else ("fold",)) if key in metrics}
+    keys = ("fold", "trained_on", "cam", "localiser") if same_bn else ("fold", "trained_on")
+    kept = {key: metrics[key] for key in keys if key in metrics}
     save_json({**rescored, **kept, "precision": "fp32", "bn_recalibrated": recalibrate}, path)
     print(
         f"[{fold_dir.name}] rescored in float32{' with recalibrated BatchNorm' if recalibrate else ''}: "

@@ -21,6 +21,7 @@ from tumorlib.data import Record
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.inference import check_bf16
 from tumorlib.patients import OUT_OF_FOLD, patient_level
+from tumorlib.runtime import machine_signature
 
 from .config import architecture_args, data_config
 
@@ -91,6 +92,18 @@ def fold_metrics(
     return metrics
 
 
+def training_machine(accelerator) -> dict:
+    """What a fold's training ran on: the CPU (model, cores, vector extensions), the GPU if any, and the
+    precision "auto" resolved to there. Speed and numerics depend on all three, so a run whose folds ran
+    on different machines says so fold by fold."""
+    cuda = accelerator.device.type == "cuda"
+    return {
+        **machine_signature(),
+        "gpu": torch.cuda.get_device_name(accelerator.device) if cuda else None,
+        "mixed_precision": accelerator.mixed_precision,
+    }
+
+
 def resolved_config(args: argparse.Namespace) -> dict:
     """Every option of the run as plain values, and the environment it ran in."""
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
@@ -100,6 +113,7 @@ def resolved_config(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "host_cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
+        **machine_signature(),
     }
     return cfg
 

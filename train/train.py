@@ -32,7 +32,15 @@ from .cv import run_cross_validation
 from .engine import fit, make_accelerator
 from .gate import fit_bundle_gate
 from .model import teacher_sources
-from .runfiles import export_bundle, fold_metrics, resolved_config, set_status, write_model_card, write_predictions
+from .runfiles import (
+    export_bundle,
+    fold_metrics,
+    resolved_config,
+    set_status,
+    training_machine,
+    write_model_card,
+    write_predictions,
+)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -278,6 +286,7 @@ def run_single(records, labels, args, run_dir: Path, accelerator, recipe) -> str
         temperature = fit_temperature(out["logits"], out["labels"])
         metrics = fold_metrics(out["logits"], out["labels"], groups, labels, probs)
         metrics["temperature"] = temperature
+        metrics["trained_on"] = training_machine(accelerator)
         write_predictions(
             run_dir / "predictions.csv",
             ordered,
