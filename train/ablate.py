@@ -119,8 +119,8 @@ def machines(folds: list[Mapping]) -> str:
     """Where the folds trained, as the notes say it: minutes compare only on one machine and precision."""
 
     def one(m: Mapping) -> str:
-        gpu = m.get("gpu")
-        return f"{gpu or m.get('cpu') or 'unknown CPU'} ({'bf16' if m.get('mixed_precision') == 'bf16' else 'fp32'})"
+        precision = m.get("mixed_precision")
+        return f"{m.get('gpu') or m.get('cpu') or 'unknown CPU'} ({'fp32' if precision in (None, 'no') else precision})"
 
     known = [(r["fold"], one(r["trained_on"])) for r in folds if r.get("trained_on")]
     if not known:
@@ -241,9 +241,7 @@ def update(text: str, root: Path = Path("results/ablations"), runs_csv: Path = A
     """``text`` with its generated blocks rewritten: the paired ablations from their recorded summaries,
     the table of every run from ``results/ablations.csv``."""
     text = BLOCK.sub(lambda m: m.group(1) + table(root) + m.group(3), text)
-    if RUNS_BLOCK.search(text):
-        text = RUNS_BLOCK.sub(lambda m: m.group(1) + runs_table(runs_csv) + m.group(3), text)
-    return text
+    return RUNS_BLOCK.sub(lambda m: m.group(1) + runs_table(runs_csv) + m.group(3), text)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

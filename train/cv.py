@@ -72,8 +72,12 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
                 fold_dir / "predictions.csv", ordered, labels, out["logits"], softmax(out["logits"]), out["labels"]
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
-            m.update(fold=k, precision="fp32", bn_recalibrated=bool(args.recalibrate_bn))
-            m["trained_on"] = training_machine(accelerator)
+            m.update(
+                fold=k,
+                precision="fp32",
+                bn_recalibrated=bool(args.recalibrate_bn),
+                trained_on=training_machine(accelerator),
+            )
             if not args.no_cam:
                 m.update(fold_checks(out["model"], out["mask_head"], out["mask_stage"], args, fold_dir, test_r, labels))
             save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete

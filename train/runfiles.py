@@ -113,7 +113,7 @@ def resolved_config(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "host_cpu_count": os.cpu_count(),
         "cuda": torch.cuda.is_available(),
-        **machine_signature(),
+        **{k: v for k, v in machine_signature().items() if k != "cores"},  # cores: host_cpu_count
     }
     return cfg
 
