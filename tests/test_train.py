@@ -20,6 +20,7 @@ import yaml
 
 from train import evaluate as evaluate_cli
 from train.cv import final_args, fold_args
+from train.engine import time_left
 from train.model import lr_factor
 from train.train import cli as train_cli
 from train.train import parse_args
@@ -418,6 +419,13 @@ def test_schedules():
         assert max(values) <= 1.0 + 1e-9 and min(values) > 0
     cos = [lr_factor(s, total, warm, "cosine", 0.01) for s in range(total)]
     assert cos[9] == pytest.approx(1.0) and cos[-1] < 0.02
+
+
+def test_time_left_is_the_remaining_epochs_at_the_median_epoch():
+    history = [{"seconds": s} for s in (900.0, 600.0, 610.0, 3000.0)]  # a slow first epoch and a paused one
+    assert time_left(history, 10) == ", ~1 h 16 min left"  # 6 epochs at the median 755 s
+    assert time_left(history[:1], 2) == ", ~15 min left"
+    assert time_left(history, 4) == "" and time_left([], 4) == ""
 
 
 @pytest.mark.timeout(300)

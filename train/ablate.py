@@ -29,6 +29,7 @@ from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 
 from .runfiles import read_history
+from .tables import markdown_table
 
 FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
 ABLATIONS = Path("results/ablations.csv")
@@ -140,7 +141,8 @@ def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) ->
     ks = "/".join(str(r["fold"]) for r in folds)
     mean, base_mean = summary["mean"], summary["baseline_mean"]
     notes = (
-        f"paired ablation on folds {ks} of the 4-class CV against {summary['baseline']} on the same folds; "
+        f"paired ablation on {'fold' if len(folds) == 1 else 'folds'} {ks} of the 4-class CV against "
+        f"{summary['baseline']} on the same {'fold' if len(folds) == 1 else 'folds'}; "
         f"accuracy {'/'.join(pct(r['accuracy']) for r in folds)}% "
         f"(baseline {'/'.join(pct(r['baseline']['accuracy']) for r in folds)}%), "
         f"mean {pct(mean['accuracy'])}% vs {pct(base_mean['accuracy'])}%; "
@@ -194,11 +196,16 @@ def table(root: Path = Path("results/ablations")) -> str:
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.1f}%"
 
-    rows = [
-        "| ablation | change | folds | accuracy (baseline) | mean (baseline) | meningioma recall (baseline) | "
-        "minutes of epochs (uncontended) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+    header = [
+        "ablation",
+        "change",
+        "folds",
+        "accuracy (baseline)",
+        "mean (baseline)",
+        f"{WATCHED} recall (baseline)",
+        "minutes of epochs (uncontended)",
     ]
+    rows = []
     for path in sorted(root.glob("*/summary.json")):
         s = load_json(path)
         config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
@@ -208,33 +215,28 @@ def table(root: Path = Path("results/ablations")) -> str:
         rec = " / ".join(f"{pct(f[f'{WATCHED}_recall'])} ({pct(f['baseline'][f'{WATCHED}_recall'])})" for f in folds)
         mean = f"{pct(s['mean']['accuracy'])} ({pct(s['baseline_mean']['accuracy'])})"
         cells = [f"`{path.parent.name}`", f"`{recipe_change(config, base)}`", "/".join(str(f["fold"]) for f in folds)]
-        cells += [acc, mean, rec, f"{s['uncontended_minutes']:.0f}"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+        rows.append([*cells, acc, mean, rec, f"{s['uncontended_minutes']:.0f}"])
+    return "\n".join(markdown_table(header, rows)) + "\n"
 
 
 #: The place of the table of every recorded run (``results/ablations.csv``) in a Markdown page.
 RUNS_BLOCK = re.compile(r"(<!-- python -m train\.ablate --runs -->\n)(.*?)(<!-- end runs -->)", re.S)
 
 
-def runs_row(row: Mapping) -> str:
-    """One ``results/ablations.csv`` row as a Markdown table row (the notes stay in the CSV)."""
+def runs_cells(row: Mapping) -> list[str]:
+    """One ``results/ablations.csv`` row as the cells of a Markdown table row (the notes stay in the CSV)."""
     recipe = f"`{row['recipe']}`" if row["recipe"].startswith("recipes/") else row["recipe"]
     wall = row["wall_minutes"] if float(row["wall_minutes"] or 0) else "no training"
     cells = [f"`{row['run']}`", recipe, row["epochs"] or "—", row["input_size"] or "—", row["init"] or "—", wall]
-    cells += [f"{100 * float(row['accuracy']):.2f}%", f"{100 * float(row['macro_f1']):.2f}%"]
-    return "| " + " | ".join(cells) + " |"
+    return [*cells, f"{100 * float(row['accuracy']):.2f}%", f"{100 * float(row['macro_f1']):.2f}%"]
 
 
 def runs_table(path: Path = ABLATIONS) -> str:
     """Every row of ``results/ablations.csv`` as a Markdown table, in the CSV's order."""
     with path.open(newline="", encoding="utf-8") as f:
-        rows = [runs_row(r) for r in csv.DictReader(f)]
-    head = [
-        "| run | recipe | epochs | input px | initialisation | wall time (min) | accuracy | macro F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    return "\n".join(head + rows) + "\n"
+        rows = [runs_cells(r) for r in csv.DictReader(f)]
+    header = ["run", "recipe", "epochs", "input px", "initialisation", "wall time (min)", "accuracy", "macro F1"]
+    return "\n".join(markdown_table(header, rows)) + "\n"
 
 
 def update(text: str, root: Path = Path("results/ablations"), runs_csv: Path = ABLATIONS) -> str:

@@ -173,6 +173,20 @@ def make_accelerator(args: argparse.Namespace):
     return Accelerator(cpu=not cuda, mixed_precision=mixed)
 
 
+def time_left(history: list[dict], epochs: int) -> str:
+    """``", ~1 h 05 min left"`` for the log line: the epochs still to run at the median epoch so far.
+
+    On a CPU a fold takes hours; the median ignores the slow first epoch (warm-up, caches) and a
+    paused one. A fine-tune phase at a larger size runs slower than this predicts until it has epochs.
+    """
+    left = epochs - len(history)
+    if left <= 0 or not history:
+        return ""
+    minutes = round(left * float(np.median([r["seconds"] for r in history])) / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f", ~{hours} h {minutes:02d} min left" if hours else f", ~{minutes} min left"
+
+
 @dataclass
 class _Phase:
     """One stretch of training at one input size: its datasets, sampler and prepared loaders."""
@@ -328,7 +342,7 @@ def fit(
             val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
             print(
                 f"[{tag}] epoch {epoch + 1}/{epochs} loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}{val} ({row['seconds']:.0f} s)",
+                f"acc {row['train_acc']:.4f}{val} ({row['seconds']:.0f} s{time_left(history, epochs)})",
                 file=sys.stderr,
             )
         accelerator.wait_for_everyone()

@@ -51,7 +51,8 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table's lines: the header, its ``---`` rule, then one line per row of cells."""
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
@@ -98,7 +99,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
                 spread = results.section(m, "cv_summary", "patient_level").get("accuracy")
                 row += [_patient_cell(m), format_mean_std(spread)]
             rows.append([*row, MISSING] if paper else row)  # the paper scores slices only
-    lines = [*_table(header, rows), ""]
+    lines = [*markdown_table(header, rows), ""]
 
     header = ["class (one-vs-rest accuracy; recall / precision)"]
     for name in runs:
@@ -120,7 +121,7 @@ def cv_tables(runs: Mapping[str, Mapping]) -> str:
             paper_value = (paper["per_class"].get(label) or {}).get("accuracy")
             row.append(MISSING if paper_value is None else format_pct(paper_value))
         rows.append(row)
-    lines += [*_table(header, rows), ""]
+    lines += [*markdown_table(header, rows), ""]
     if paper:
         lines.append(f"- {results.PAPER_CAVEAT}")
     for name, m in runs.items():
@@ -199,7 +200,7 @@ def models_table(runs: Mapping[str, Mapping]) -> str:
     for key, _, short, _ in results.GATE_TEST_SETS:
         rows.append([f"gate: {short} refused", *(_gate_cell(results.section(m, "gate", key)) for m in runs.values())])
     rows = [r for r in rows if any(cell != MISSING for cell in r[1:])]  # e.g. chance levels not yet measured
-    return "\n".join(_table(header, rows))
+    return "\n".join(markdown_table(header, rows))
 
 
 def _patient_cell(m: Mapping) -> str:
@@ -284,7 +285,7 @@ def conformal_tables(runs: Mapping[str, Mapping]) -> str:
                         format_pct(entry.get("singleton_share")),
                     ]
                 )
-    lines = [*_table(header, rows), ""]
+    lines = [*markdown_table(header, rows), ""]
     compared = {name: results.conformal_scores(m) for name, m in runs.items()}
     targets = sorted({r["target"] for c in compared.values() for r in c.get("rows") or []})
     scores = list(dict.fromkeys(r["score"] for c in compared.values() for r in c.get("rows") or []))
@@ -298,7 +299,7 @@ def conformal_tables(runs: Mapping[str, Mapping]) -> str:
                 # Three decimals: the scores differ by hundredths of a class at 95%.
                 cells += [results.format_set_size((found.get(t) or {}).get("mean_set_size"), 3) for t in targets]
             rows.append([score + (" (used)" if score == _chosen(compared) else ""), *cells])
-        lines += [*_table(header, rows), ""]
+        lines += [*markdown_table(header, rows), ""]
     for name, m in runs.items():
         entries = results.conformal(m)
         if entries:
