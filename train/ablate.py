@@ -140,9 +140,9 @@ def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) ->
     folds = summary["folds"]
     ks = "/".join(str(r["fold"]) for r in folds)
     mean, base_mean = summary["mean"], summary["baseline_mean"]
+    fold_word = "fold" if len(folds) == 1 else "folds"
     notes = (
-        f"paired ablation on {'fold' if len(folds) == 1 else 'folds'} {ks} of the 4-class CV against "
-        f"{summary['baseline']} on the same {'fold' if len(folds) == 1 else 'folds'}; "
+        f"paired ablation on {fold_word} {ks} of the 4-class CV against {summary['baseline']} on the same {fold_word}; "
         f"accuracy {'/'.join(pct(r['accuracy']) for r in folds)}% "
         f"(baseline {'/'.join(pct(r['baseline']['accuracy']) for r in folds)}%), "
         f"mean {pct(mean['accuracy'])}% vs {pct(base_mean['accuracy'])}%; "
