@@ -32,7 +32,8 @@ def _fold(folder: Path, accuracy: float, recall: float, seconds: list[float]) ->
 
 
 @pytest.fixture
-def runs(tmp_path) -> tuple[Path, Path]:
+def runs(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    monkeypatch.chdir(ROOT)  # a recorded recipe path is relative to the repository, where the trainer ran
     base, run = tmp_path / "results" / "r50-4c-cv", tmp_path / "runs" / "abl-crop"
     for k, acc, rec in ((0, 0.944, 0.88), (1, 0.95, 0.9), (3, 0.908, 0.77)):
         _fold(base / f"fold{k}", acc, rec, [50.0] * 3)
@@ -153,3 +154,25 @@ def test_the_change_names_each_teacher_of_an_ensemble_and_list_options_as_flags(
     assert recipe_change(config, {**BASE_CONFIG, "scale": [0.8, 1.2]}) == (
         "--teacher runs/a/fold{fold}/bundle --teacher runs/b/fold{fold}/bundle --scale 0.9 1.1"
     )
+
+
+def test_the_recipe_column_is_the_command_on_top_of_the_recipe_file(runs, tmp_path):
+    run, base = runs
+    for folder in (run, base):  # both average their weights: the baseline shares the flag, the recipe lacks it
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        extra = {"model_ema": 0.998, "epochs": 32, "scale": [0.85, 1.15], "threads": 2}  # recipe, default, machine
+        (folder / "config.yaml").write_text(yaml.safe_dump({**config, **extra}), encoding="utf-8")
+    rows = tmp_path / "ablations.csv"
+    out = tmp_path / "ablations" / "crop-brain"
+    assert cli([str(run), "--baseline", str(base), "--out", str(out), "--csv", str(rows)]) == 0
+    with rows.open(newline="") as f:
+        assert next(csv.DictReader(f))["recipe"] == "recipes/resnet50-scratch.yaml --crop-brain --model-ema 0.998"
+    assert "| `crop-brain` | `--crop-brain` |" in table(out.parent)  # the docs' change: against the baseline
+
+
+def test_a_run_whose_recipe_file_is_gone_is_refused_with_its_path(runs, tmp_path, capsys):
+    run, base = runs
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "config": "recipes/gone.yaml"}), encoding="utf-8")
+    assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "a.csv")]) == 2
+    assert "cannot read recipes/gone.yaml" in capsys.readouterr().err

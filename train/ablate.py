@@ -28,6 +28,7 @@ import yaml
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 
+from .args import recipe_options
 from .runfiles import read_history
 from .tables import markdown_table
 
@@ -99,12 +100,24 @@ def summarise(run: Path, baseline: Path) -> dict:
     }
 
 
-def recipe_change(config: Mapping, base: Mapping) -> str:
-    """The options that differ from the baseline's recipe, as trainer flags."""
-    skip = {"name", "fold", "folds", "final", "resume", "output", "no_progress", "data", "config", "_environment"}
+#: Options that say where and how a run went, not what it trained.
+NOT_RECIPE = {"name", "fold", "folds", "final", "resume", "output", "data", "config", "_environment"} | {
+    "threads",
+    "workers",
+    "no_progress",
+    "no_cam",
+}
+
+
+def changed_flags(config: Mapping, base: Mapping) -> list[str]:
+    """The options of ``config`` that differ from ``base``, as trainer flags (YAML lists equal tuples)."""
+
+    def plain(v: object) -> object:
+        return list(v) if isinstance(v, tuple) else v
+
     flags = []
     for key, value in config.items():
-        if key in skip or base.get(key) == value or (key not in base and not value):
+        if key in NOT_RECIPE or (plain(base[key]) == plain(value) if key in base else not value):
             continue
         flag = "--" + key.replace("_", "-")
         if key == "teacher" and isinstance(value, list):  # given once per teacher
@@ -113,7 +126,18 @@ def recipe_change(config: Mapping, base: Mapping) -> str:
             flags.append(f"{flag} {' '.join(str(v) for v in value)}")
         else:
             flags.append(flag if value is True else f"{flag} {value}")
-    return " ".join(flags) or "(none)"
+    return flags
+
+
+def recipe_change(config: Mapping, base: Mapping) -> str:
+    """The options that differ from the baseline's recipe, as trainer flags."""
+    return " ".join(changed_flags(config, base)) or "(none)"
+
+
+def recipe_command(config: Mapping) -> str:
+    """The run's recipe file and the flags given on top of it (its command, less data and output)."""
+    recipe = config.get("config")
+    return " ".join([recipe or "", *changed_flags(config, recipe_options(recipe))]).strip()
 
 
 def machines(folds: list[Mapping]) -> str:
@@ -131,7 +155,7 @@ def machines(folds: list[Mapping]) -> str:
     return "; trained on " + ", ".join(f"fold {k} {m}" for k, m in known)
 
 
-def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) -> dict:
+def ablation_row(name: str, summary: Mapping, config: Mapping) -> dict:
     """The ``results/ablations.csv`` row: the fold mean, and each fold beside the baseline in the notes."""
 
     def pct(v: float | None) -> str:
@@ -153,7 +177,7 @@ def ablation_row(name: str, summary: Mapping, config: Mapping, base: Mapping) ->
     size = config.get("finetune_size") or config.get("input_size")
     return {
         "run": name,
-        "recipe": f"{config.get('config', '')} {recipe_change(config, base)}".strip(),
+        "recipe": recipe_command(config),
         "epochs": folds[0]["epochs"],
         "input_size": size,
         "init": "random" if config.get("pretrained") in (None, "none") else config.get("pretrained"),
@@ -270,7 +294,6 @@ def main(args: argparse.Namespace) -> dict:
     run, baseline, out = Path(args.run), Path(args.baseline), Path(args.out)
     summary = summarise(run, baseline)
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    base = yaml.safe_load((baseline / "config.yaml").read_text(encoding="utf-8"))
     for fold in summary["folds"]:
         (out / f"fold{fold['fold']}").mkdir(parents=True, exist_ok=True)
         for name in FOLD_FILES:
@@ -278,7 +301,7 @@ def main(args: argparse.Namespace) -> dict:
     shutil.copy2(run / "config.yaml", out / "config.yaml")
     summary["run"] = str(out)
     save_json(summary, out / "summary.json")
-    write_row(Path(args.csv), ablation_row(run_name(out), summary, config, base))
+    write_row(Path(args.csv), ablation_row(run_name(out), summary, config))
     return summary
 
 
