@@ -101,7 +101,16 @@ def summarise(run: Path, baseline: Path) -> dict:
 
 
 #: Options that say where and how a run went, not what it trained.
-NOT_RECIPE = {"name", "fold", "folds", "final", "resume", "output", "data", "config", "_environment"} | {
+NOT_RECIPE = {
+    "name",
+    "fold",
+    "folds",
+    "final",
+    "resume",
+    "output",
+    "data",
+    "config",
+    "_environment",
     "threads",
     "workers",
     "no_progress",
