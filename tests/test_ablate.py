@@ -176,3 +176,19 @@ def test_a_run_whose_recipe_file_is_gone_is_refused_with_its_path(runs, tmp_path
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "config": "recipes/gone.yaml"}), encoding="utf-8")
     assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "a.csv")]) == 2
     assert "cannot read recipes/gone.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "config.yaml is missing"), ("a: [1,\n", "is not readable YAML"), ("- 1\n", "holds no options")],
+)
+def test_a_run_without_readable_options_is_refused_by_name(runs, tmp_path, capsys, content, message):
+    run, base = runs
+    if content is None:
+        (run / "config.yaml").unlink()
+    else:
+        (run / "config.yaml").write_text(content, encoding="utf-8")
+    assert cli([str(run), "--baseline", str(base), "--out", str(tmp_path / "o"), "--csv", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(run) in err
+    assert not (tmp_path / "o").exists()  # nothing half-written

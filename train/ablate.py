@@ -23,13 +23,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 
 from .args import recipe_options
-from .runfiles import read_history
+from .runfiles import RUN_CONFIG, read_history, read_run_config
 from .tables import markdown_table
 
 FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
@@ -241,8 +239,8 @@ def table(root: Path = Path("results/ablations")) -> str:
     rows = []
     for path in sorted(root.glob("*/summary.json")):
         s = load_json(path)
-        config = yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8"))
-        base = yaml.safe_load((Path(s["baseline"]) / "config.yaml").read_text(encoding="utf-8"))
+        config = read_run_config(path.parent)
+        base = read_run_config(Path(s["baseline"]))
         folds = s["folds"]
         acc = " / ".join(f"{pct(f['accuracy'])} ({pct(f['baseline']['accuracy'])})" for f in folds)
         rec = " / ".join(f"{pct(f[f'{WATCHED}_recall'])} ({pct(f['baseline'][f'{WATCHED}_recall'])})" for f in folds)
@@ -302,12 +300,12 @@ def main(args: argparse.Namespace) -> dict:
         raise TumorlibError("Give the run folder, --baseline and --out (or --update PAGE).")
     run, baseline, out = Path(args.run), Path(args.baseline), Path(args.out)
     summary = summarise(run, baseline)
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     for fold in summary["folds"]:
         (out / f"fold{fold['fold']}").mkdir(parents=True, exist_ok=True)
         for name in FOLD_FILES:
             shutil.copy2(run / f"fold{fold['fold']}" / name, out / f"fold{fold['fold']}" / name)
-    shutil.copy2(run / "config.yaml", out / "config.yaml")
+    shutil.copy2(run / RUN_CONFIG, out / RUN_CONFIG)
     summary["run"] = str(out)
     save_json(summary, out / "summary.json")
     write_row(Path(args.csv), ablation_row(run_name(out), summary, config))

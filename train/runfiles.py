@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from tumorlib import localise
@@ -18,6 +19,7 @@ from tumorlib import metrics as M
 from tumorlib.bundle import load_bundle, save_bundle, update_config
 from tumorlib.calibration import softmax
 from tumorlib.data import Record
+from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.inference import check_bf16
 from tumorlib.patients import OUT_OF_FOLD, patient_level
@@ -29,6 +31,8 @@ from .config import architecture_args, data_config
 CHECKPOINT = "checkpoint.safetensors"
 # The state at the end of the main schedule, kept when fine-tuning follows: both stages can then be scored.
 MAIN_CHECKPOINT = "checkpoint-main.safetensors"
+#: A run's resolved options, written once at its start; the evaluation, ablation and staging tools read it.
+RUN_CONFIG = "config.yaml"
 HISTORY_COLUMNS = ["epoch", "fold", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
@@ -116,6 +120,25 @@ def resolved_config(args: argparse.Namespace) -> dict:
         **{k: v for k, v in machine_signature().items() if k != "cores"},  # cores: host_cpu_count
     }
     return cfg
+
+
+def write_run_config(run_dir: Path, config: dict) -> None:
+    """The run's ``config.yaml``: its options in the order the trainer gave them."""
+    atomic_write_text(run_dir / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def read_run_config(run: Path) -> dict:
+    """The options a run folder was trained with; a folder without them is refused by name."""
+    path = Path(run) / RUN_CONFIG
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TumorlibError(f"{path} is missing: {run} is not a run folder of the trainer.") from None
+    except yaml.YAMLError as e:
+        raise TumorlibError(f"{path} is not readable YAML ({e}).") from None
+    if not isinstance(config, dict):
+        raise TumorlibError(f"{path} holds no options (a mapping was expected).")
+    return config
 
 
 def export_bundle(

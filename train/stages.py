@@ -21,17 +21,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tumorlib.data import class_names, read_datasets
 from tumorlib.errors import TumorlibError
-from tumorlib.fileio import atomic_write_text, load_json, save_json
+from tumorlib.fileio import load_json, save_json
 from tumorlib.splits import make_folds
 
 from .checkpoint import CheckpointError
 from .cv import fold_model, score_fold_model
 from .engine import make_accelerator
-from .runfiles import CHECKPOINT, MAIN_CHECKPOINT, read_history, write_history
+from .runfiles import CHECKPOINT, MAIN_CHECKPOINT, read_history, read_run_config, write_history, write_run_config
 
 NO_FINETUNE = {"finetune_size": None, "finetune_epochs": 0, "finetune_lr": None}
 
@@ -62,7 +60,7 @@ def variants(config: dict) -> list[Variant]:
 
 def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
     """Every variant of every fold of ``run`` that holds its weights; returns the variant run folders written."""
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = read_run_config(run)
     todo = variants(config)
     if not todo:
         raise TumorlibError(f"{run} trained with neither --finetune-size nor --model-ema: it holds no other stage.")
@@ -104,7 +102,7 @@ def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
             write_history(dst / "history.csv", history)
             save_json({**metrics, "fold": k, "precision": "fp32", "weights": v.name}, dst / "metrics.json")
             print(f"[{out.name} fold {k}] accuracy {metrics['accuracy']:.4f}", file=sys.stderr)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(vconfig, sort_keys=False))
+        write_run_config(out, vconfig)
         written.append(out)
     return written
 

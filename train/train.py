@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from tumorlib.calibration import crossfit_probabilities, fit_temperature, softmax
 from tumorlib.data import class_names, read_datasets
 from tumorlib.errors import TumorlibError
-from tumorlib.fileio import atomic_write_text, save_json
+from tumorlib.fileio import save_json
 from tumorlib.splits import train_val_split
 
 from .args import get_args_parser, read_recipe
@@ -42,6 +41,7 @@ from .runfiles import (
     training_machine,
     write_model_card,
     write_predictions,
+    write_run_config,
 )
 
 
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         if (run_dir / "status.json").exists() and not args.resume and args.fold is None:
             raise TumorlibError(f"{run_dir} already holds a run; use --resume to continue it or another --name.")
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved_config(args), sort_keys=False))
+        write_run_config(run_dir, resolved_config(args))
         set_status(run_dir, "running", pid=os.getpid())
     recipe = {
         k: v for k, v in resolved_config(args).items() if k not in ("output", "name", "resume", "no_progress", "config")
