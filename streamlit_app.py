@@ -43,6 +43,7 @@ from tumorlib.dashboard import (
     table_csv,
 )
 from tumorlib.errors import TumorlibError
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV, RUN_CONFIG, STATUS_JSON
 
 APP_DIR = Path(__file__).resolve().parent
 DEFAULT_RESULTS = APP_DIR / "results"
@@ -140,7 +141,7 @@ def _read(kind: str, path: Path) -> Any:
 
 
 def load_metrics(run: Run) -> dict:
-    return _read("metrics", run.path / "metrics.json")
+    return _read("metrics", run.path / METRICS_JSON)
 
 
 def load_optional(run: Run, name: str, kind: str) -> tuple[Any, str | None]:
@@ -155,15 +156,15 @@ def load_optional(run: Run, name: str, kind: str) -> tuple[Any, str | None]:
 
 
 def load_history(run: Run) -> tuple[pd.DataFrame | None, str | None]:
-    return load_optional(run, "history.csv", "history")
+    return load_optional(run, HISTORY_CSV, "history")
 
 
 def load_predictions(run: Run) -> tuple[pd.DataFrame | None, str | None]:
-    return load_optional(run, "predictions.csv", "predictions")
+    return load_optional(run, PREDICTIONS_CSV, "predictions")
 
 
 def load_config(run: Run) -> dict | None:
-    for name in ("config.yaml", "config.json"):
+    for name in (RUN_CONFIG, "config.json"):
         config, _ = load_optional(run, name, "config")
         if config:
             return config
@@ -599,14 +600,14 @@ def section_export(view: View) -> None:
 
 def slide_report(run: Run, title: str, summary: str) -> Any:
     """The run's :class:`tumorlib.slides.SlideReport`, rendered once per run and modification time."""
-    return _slide_report(str(run.path), _stamp(run.path / "metrics.json"), title, summary)
+    return _slide_report(str(run.path), _stamp(run.path / METRICS_JSON), title, summary)
 
 
 @_cache_data(max_entries=4)
 def _slide_report(path: str, stamp: float, title: str, summary: str) -> Any:
     folder = Path(path)
-    metrics = results.load_metrics(folder / "metrics.json")
-    history = results.load_history(folder / "history.csv") if (folder / "history.csv").is_file() else None
+    metrics = results.load_metrics(folder / METRICS_JSON)
+    history = results.load_history(folder / HISTORY_CSV) if (folder / HISTORY_CSV).is_file() else None
     return slides.build_report(metrics, title, history=history, summary=summary)
 
 
@@ -681,13 +682,13 @@ def choose_run(runs: list[Run], default: Run | None = None) -> Run:
     index = keys.index(default.key) if default is not None and default.key in by_key else 0
     key = st.selectbox("Run", keys, index=index, key="run", format_func=lambda key: by_key[key].label)
     run = by_key[key]
-    present = [name for name in ("history.csv", "predictions.csv", "config.yaml") if run.file(name)]
+    present = [name for name in (HISTORY_CSV, PREDICTIONS_CSV, RUN_CONFIG) if run.file(name)]
     if run.file("explanations"):
         present.append("explanations/")
-    status = read_status(run.path / "status.json") if run.file("status.json") else ""
+    status = read_status(run.path / STATUS_JSON) if run.file(STATUS_JSON) else ""
     if status and status != "complete":
         st.warning(f"Run status: {status}")
-    st.caption("Files: metrics.json" + "".join(f", {name}" for name in present))
+    st.caption(f"Files: {METRICS_JSON}" + "".join(f", {name}" for name in present))
     return run
 
 

@@ -98,6 +98,9 @@ def test_the_row_and_the_fold_files_are_recorded(runs, tmp_path):
     assert "meningioma recall 91.0/80.0% (baseline 88.0/77.0%)" in row["notes"]
     assert sorted(p.name for p in (out / "fold0").iterdir()) == ["history.csv", "metrics.json", "predictions.csv"]
     assert json.loads((out / "summary.json").read_text())["mean"]["accuracy"] == pytest.approx(0.9345)
+    # The recorded options name the row's folds, not the fold the trainer ran last (3).
+    recorded = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    assert recorded == {**BASE_CONFIG, "crop_brain": True, "fold": [0, 3]}
 
 
 def test_a_fold_the_baseline_lacks_is_a_clear_error(runs, tmp_path, capsys):

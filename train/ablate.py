@@ -7,8 +7,8 @@ baseline run's own scores on the same folds (same patients, same seed), as a row
     python -m train.ablate --update docs/results.md     # rewrite its tables: paired ablations, every run
 
 One fold alone moves by +-2 points between seeds, so a change is read on the pair of folds and their
-mean, never on one. The fold files (metrics, predictions, history, the run's config) are copied to
-``--out`` with a ``summary.json``; no weights are copied.
+mean, never on one. The fold files (metrics, predictions, history) are copied to ``--out`` with the run's
+options (``fold``: the folds of the row) and a ``summary.json``; no weights are copied.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV
 
 from .args import recipe_options
-from .runfiles import RUN_CONFIG, read_history, read_run_config
+from .runfiles import read_history, read_run_config, write_run_config
 from .tables import markdown_table
 
-FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
+FOLD_FILES = (METRICS_JSON, PREDICTIONS_CSV, HISTORY_CSV)
 ABLATIONS = Path("results/ablations.csv")
 COLUMNS = ("run", "recipe", "epochs", "input_size", "init", "wall_minutes", "accuracy", "macro_f1", "notes")
 #: The class whose recall the ResNet-50's aims name (the weakest on new patients).
@@ -69,16 +70,16 @@ def summarise(run: Path, baseline: Path) -> dict:
     rows = []
     for k in folds:
         ours, theirs = run / f"fold{k}", baseline / f"fold{k}"
-        if not (theirs / "metrics.json").is_file():
+        if not (theirs / METRICS_JSON).is_file():
             raise TumorlibError(f"The baseline {baseline} has no fold {k} to compare with.")
-        metrics = load_json(ours / "metrics.json")
+        metrics = load_json(ours / METRICS_JSON)
         rows.append(
             {
                 "fold": k,
                 **fold_scores(metrics),
                 "trained_on": metrics.get("trained_on"),
-                "baseline": fold_scores(load_json(theirs / "metrics.json")),
-                **fold_minutes(ours / "history.csv"),
+                "baseline": fold_scores(load_json(theirs / METRICS_JSON)),
+                **fold_minutes(ours / HISTORY_CSV),
             }
         )
 
@@ -305,7 +306,8 @@ def main(args: argparse.Namespace) -> dict:
         (out / f"fold{fold['fold']}").mkdir(parents=True, exist_ok=True)
         for name in FOLD_FILES:
             shutil.copy2(run / f"fold{fold['fold']}" / name, out / f"fold{fold['fold']}" / name)
-    shutil.copy2(run / RUN_CONFIG, out / RUN_CONFIG)
+    # The trainer rewrites ``fold`` at each invocation; the copy names the folds of the row instead.
+    write_run_config(out, {**config, "fold": [fold["fold"] for fold in summary["folds"]]})
     summary["run"] = str(out)
     save_json(summary, out / "summary.json")
     write_row(Path(args.csv), ablation_row(run_name(out), summary, config))

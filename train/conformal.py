@@ -28,13 +28,14 @@ from tumorlib.calibration import crossfit_probabilities, softmax
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.modelcard import is_generated, model_card
+from tumorlib.results.names import METRICS_JSON, PREDICTIONS_CSV
 
 from .runfiles import read_predictions
 
 
 def read_run(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """(labels, out-of-fold logits, true class indices, fold of each slice) of a cross-validation run folder."""
-    metrics_path, pooled = run_dir / "metrics.json", run_dir / "predictions.csv"
+    metrics_path, pooled = run_dir / METRICS_JSON, run_dir / PREDICTIONS_CSV
     fold_files = sorted(run_dir.glob("fold*/predictions.csv"))
     if not metrics_path.is_file() or not pooled.is_file() or not fold_files:
         raise TumorlibError(
@@ -91,7 +92,7 @@ def write(run_dir: Path, bundle: Path | None = None) -> dict:
     card; returns the sections."""
     labels, logits, y, folds = read_run(run_dir)
     sections = conformal_metrics(logits, y, folds, labels)
-    _update_metrics(run_dir / "metrics.json", sections)
+    _update_metrics(run_dir / METRICS_JSON, sections)
     if bundle is None:
         return sections
     loaded = load_bundle(bundle)  # verifies the checksums before anything is written
@@ -99,8 +100,8 @@ def write(run_dir: Path, bundle: Path | None = None) -> dict:
         raise TumorlibError(f"{bundle} classifies {loaded.labels}, the run {labels}: not this run's model")
     update_config(bundle, conformal=thresholds(logits, y, labels, loaded.temperature, run_dir.name, len(set(folds))))
     load_bundle(bundle)  # the edited config still loads, checksums included
-    if (bundle / "metrics.json").is_file():
-        metrics = _update_metrics(bundle / "metrics.json", sections)
+    if (bundle / METRICS_JSON).is_file():
+        metrics = _update_metrics(bundle / METRICS_JSON, sections)
         card = bundle / "README.md"
         if not card.is_file() or is_generated(card.read_text(encoding="utf-8")):
             atomic_write_text(card, model_card(load_json(bundle / "config.json"), metrics))

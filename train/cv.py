@@ -22,6 +22,7 @@ from tumorlib.errors import TumorlibError
 from tumorlib.fileio import load_json, save_json
 from tumorlib.inference import Classifier
 from tumorlib.patients import fold_summary
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV
 from tumorlib.splits import make_folds
 from tumorlib.torchdata import SliceDataset
 from tumorlib.transforms import create_transform
@@ -53,7 +54,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
     todo = [args.fold] if args.fold is not None else list(range(args.folds))
     for k in todo:
         fold_dir = run_dir / f"fold{k}"
-        if (fold_dir / "metrics.json").exists():
+        if (fold_dir / METRICS_JSON).exists():
             accelerator.print(f"[fold {k}] already complete")
             test_r = [r for r, f in zip(records, folds, strict=True) if f == k]
             train_r = [r for r, f in zip(records, folds, strict=True) if f != k]
@@ -69,7 +70,7 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
         if accelerator.is_main_process:
             ordered = [test_r[i] for i in out["index"]]
             write_predictions(
-                fold_dir / "predictions.csv", ordered, labels, out["logits"], softmax(out["logits"]), out["labels"]
+                fold_dir / PREDICTIONS_CSV, ordered, labels, out["logits"], softmax(out["logits"]), out["labels"]
             )
             m = fold_metrics(out["logits"], out["labels"], [r.group for r in ordered], labels)
             m.update(
@@ -80,9 +81,9 @@ def run_cross_validation(records, labels, args, run_dir: Path, accelerator, reci
             )
             if not args.no_cam:
                 m.update(fold_checks(out["model"], out["mask_head"], out["mask_stage"], args, fold_dir, test_r, labels))
-            save_json(m, fold_dir / "metrics.json")  # written last: its presence marks the fold complete
+            save_json(m, fold_dir / METRICS_JSON)  # written last: its presence marks the fold complete
         accelerator.wait_for_everyone()
-    done = [k for k in range(args.folds) if (run_dir / f"fold{k}" / "metrics.json").exists()]
+    done = [k for k in range(args.folds) if (run_dir / f"fold{k}" / METRICS_JSON).exists()]
     if len(done) < args.folds:
         return f"partial: folds {done} of {args.folds} complete"
     if not accelerator.is_main_process:
@@ -126,7 +127,7 @@ def _fold_teacher(teacher: str, k: int, patients: set[str]) -> str:
         )
         return teacher
     path = Path(teacher.format(fold=k))
-    held_out = path.parent / "predictions.csv"
+    held_out = path.parent / PREDICTIONS_CSV
     if not held_out.is_file():
         raise TumorlibError(
             f"The fold {k} teacher {path} has no {held_out.name} beside it: whom it held out is unknown."
@@ -199,7 +200,7 @@ def rescore_fold(
     or with other BatchNorm statistics than the recipe now asks for (``--recalibrate-bn``): score its
     held-out patients again from the fold checkpoint in float32, as served. A change of statistics also
     drops the fold's mask checks, so that they are redone on the model that is scored."""
-    path = fold_dir / "metrics.json"
+    path = fold_dir / METRICS_JSON
     metrics = load_json(path)
     recalibrate = bool(args.recalibrate_bn)
     same_bn = bool(metrics.get("bn_recalibrated")) == recalibrate
@@ -232,7 +233,7 @@ def score_fold_model(
         model, DataLoader(ds, batch_size=args.batch_size * 2, num_workers=args.workers), accelerator, fp32=True
     )
     ordered = [test_records[i] for i in ev["index"]]
-    write_predictions(fold_dir / "predictions.csv", ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
+    write_predictions(fold_dir / PREDICTIONS_CSV, ordered, labels, ev["logits"], softmax(ev["logits"]), ev["labels"])
     return fold_metrics(ev["logits"], ev["labels"], [r.group for r in ordered], labels)
 
 
@@ -274,7 +275,7 @@ def add_fold_checks(
 ) -> None:
     """For a fold finished before the trainer made a check (Grad-CAM, the localiser): that check, from the
     fold checkpoint."""
-    path = fold_dir / "metrics.json"
+    path = fold_dir / METRICS_JSON
     metrics = load_json(path)
     want = tuple(k for k in ("cam", "localiser") if k not in metrics and (k == "cam" or args.mask_loss > 0))
     if not want or not (fold_dir / CHECKPOINT).exists():
@@ -294,7 +295,7 @@ def add_fold_checks(
 def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, dict]:
     """Pool out-of-fold predictions: pooled metrics, per-fold metrics, mean ± std, the temperature, and the
     conformal prediction sets' cross-fitted coverage (each fold's sets from thresholds fitted on the others)."""
-    preds = [read_predictions(run_dir / f"fold{f}" / "predictions.csv", labels) for f in range(k)]
+    preds = [read_predictions(run_dir / f"fold{f}" / PREDICTIONS_CSV, labels) for f in range(k)]
     logits = np.concatenate([p["logits"] for p in preds])
     y = np.concatenate([p["y"] for p in preds])
     groups = [g for p in preds for g in p["groups"]]
@@ -304,7 +305,7 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
     probs, fold_temps = crossfit_probabilities(logits, y, fold_of)
     temperature = fit_temperature(logits, y)
     pooled = fold_metrics(logits, y, groups, labels, probs)
-    folds = [load_json(run_dir / f"fold{f}" / "metrics.json") for f in range(k)]
+    folds = [load_json(run_dir / f"fold{f}" / METRICS_JSON) for f in range(k)]
     pooled["folds"] = folds
     pooled["cv_summary"] = M.summarize_folds(folds)
     per_patient = fold_summary(folds)
@@ -347,13 +348,13 @@ def aggregate_folds(run_dir: Path, labels: list[str], k: int) -> tuple[float, di
         "fold_temperatures": fold_temps,
     }
     pooled.update(conformal_metrics(logits, y, fold_of, labels))
-    save_json(pooled, run_dir / "metrics.json")
+    save_json(pooled, run_dir / METRICS_JSON)
     recs = [
         Record(id=i, label=labels[t], group=g, path=Path(p)) for i, p, t, g in zip(ids, paths, y, groups, strict=True)
     ]
-    write_predictions(run_dir / "predictions.csv", recs, labels, logits, probs, y)
-    rows = [r for f in range(k) for r in read_history(run_dir / f"fold{f}" / "history.csv")]
-    write_history(run_dir / "history.csv", rows)
+    write_predictions(run_dir / PREDICTIONS_CSV, recs, labels, logits, probs, y)
+    rows = [r for f in range(k) for r in read_history(run_dir / f"fold{f}" / HISTORY_CSV)]
+    write_history(run_dir / HISTORY_CSV, rows)
     return temperature, pooled
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tumorlib.bundle import create_model
 from tumorlib.data import Record
+from tumorlib.results.names import HISTORY_CSV
 from tumorlib.torchdata import EpochSampler, SliceDataset, balanced_weights
 from tumorlib.transforms import DataConfig, create_transform
 
@@ -338,7 +339,7 @@ def fit(
             save_checkpoint(ckpt, raw, optimizer, meta, ema=None if ema is None else ema.module)
             if epoch + 1 == args.epochs and finetunes(args):
                 shutil.copyfile(ckpt, run_dir / MAIN_CHECKPOINT)
-            write_history(run_dir / "history.csv", history)
+            write_history(run_dir / HISTORY_CSV, history)
             val = f" val_loss {row['val_loss']:.4f} val_acc {row['val_acc']:.4f}" if row["val_acc"] is not None else ""
             print(
                 f"[{tag}] epoch {epoch + 1}/{epochs} loss {row['train_loss']:.4f} "

@@ -23,17 +23,18 @@ from tumorlib.calibration import crossfit_probabilities, fit_temperature, softma
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import load_json, save_json
 from tumorlib.patients import OUT_OF_FOLD, patient_level
+from tumorlib.results.names import METRICS_JSON, PREDICTIONS_CSV
 
 
 def read_folds(run: Path) -> tuple[list[str], list[dict[str, dict]]]:
     """A CV run's labels and, fold by fold, each held-out slice's label, patient and logits by id."""
-    metrics = run / "metrics.json"
+    metrics = run / METRICS_JSON
     if not metrics.is_file():
         raise TumorlibError(f"{run} has no metrics.json: not a finished cross-validation run.")
     labels = load_json(metrics)["labels"]
     folds = []
     for k in range(len(sorted(run.glob("fold*/predictions.csv")))):
-        with (run / f"fold{k}" / "predictions.csv").open(newline="") as f:
+        with (run / f"fold{k}" / PREDICTIONS_CSV).open(newline="") as f:
             folds.append(
                 {
                     r["id"]: {

@@ -29,6 +29,7 @@ from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.modelcard import is_generated, model_card
 from tumorlib.patients import OUT_OF_FOLD, fold_summary, patient_level
+from tumorlib.results.names import METRICS_JSON, PREDICTIONS_CSV
 
 from .ensemble import ensemble
 
@@ -58,10 +59,10 @@ def _resamples(metrics: Mapping) -> int:
 def sections(results_dir: Path) -> dict:
     """What :func:`backfill` writes: ``patient_level`` (None without patient ids) and, for a
     cross-validation, ``folds`` (fold number -> its section) and ``summary`` (their mean ± std)."""
-    metrics = load_json(results_dir / "metrics.json")
+    metrics = load_json(results_dir / METRICS_JSON)
     labels = [str(label) for label in metrics["labels"]]
     resamples = _resamples(metrics)
-    pooled = results_dir / "predictions.csv"
+    pooled = results_dir / PREDICTIONS_CSV
     if pooled.is_file():
         # Held-out predictions of training (folds, a validation split) were scored before any check was
         # fitted; an evaluation of a bundle (it records the "model" it ran) had one, unrecorded in the csv.
@@ -106,24 +107,24 @@ def backfill(results_dir: Path, bundle: Path | None = None) -> dict:
     """Write the sections into the results' metrics.json (and each fold's), and with ``bundle`` into its
     metrics.json, then regenerate its card if generated; returns the results' metrics."""
     found = sections(results_dir)
-    path = results_dir / "metrics.json"
+    path = results_dir / METRICS_JSON
     metrics = load_json(path)
     bundle_metrics = None
     if bundle is not None:
         # Refuse before anything is written: the bundle must carry this very evaluation's figures.
-        bundle_metrics = load_json(bundle / "metrics.json")
+        bundle_metrics = load_json(bundle / METRICS_JSON)
         if any(bundle_metrics.get(key) != metrics.get(key) for key in ("labels", "n", "accuracy", "confusion_matrix")):
             raise TumorlibError(f"{bundle}/metrics.json does not hold the figures of {results_dir}")
     save_json(_apply(metrics, found), path)
     for k, section in found["folds"].items():
-        fold_path = results_dir / f"fold{k}" / "metrics.json"
+        fold_path = results_dir / f"fold{k}" / METRICS_JSON
         if fold_path.is_file():
             fold = load_json(fold_path)
             _put(fold, section)
             save_json(fold, fold_path)
     if bundle is not None and bundle_metrics is not None:
         bundle_metrics = _apply(bundle_metrics, found)
-        save_json(bundle_metrics, bundle / "metrics.json")
+        save_json(bundle_metrics, bundle / METRICS_JSON)
         card = bundle / "README.md"
         if not card.is_file() or is_generated(card.read_text(encoding="utf-8")):
             atomic_write_text(card, model_card(load_json(bundle / "config.json"), bundle_metrics))

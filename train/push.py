@@ -31,11 +31,12 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import httpx as hub_http
 
 from tumorlib.fileio import sha256_file
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-RESULT_FILES = ("metrics.json", "history.csv", "predictions.csv")
+RESULT_FILES = (METRICS_JSON, HISTORY_CSV, PREDICTIONS_CSV)
 README = "README.md"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Keys of config.json's tumorlib section that are machinery; the rest (training recipe, split) is
@@ -120,9 +121,9 @@ def prepare_upload(folder: Path, repo_id: str) -> Upload:
     upload.files[CONFIG_NAME] = folder / CONFIG_NAME
 
     metrics = None
-    if (folder / "metrics.json").is_file():
+    if (folder / METRICS_JSON).is_file():
         try:
-            metrics = load_json(folder / "metrics.json")
+            metrics = load_json(folder / METRICS_JSON)
         except (OSError, ValueError) as err:
             raise RefusedError(f"{folder / 'metrics.json'} is not readable JSON ({err}).") from None
         if "labels" in metrics and list(metrics["labels"]) != bundle.labels:

@@ -22,6 +22,7 @@ import yaml
 from tumorlib import results
 from tumorlib.dashboard import read_config, run_summary
 from tumorlib.errors import TumorlibError
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, RUN_CONFIG
 from tumorlib.slides import build_report
 
 __all__ = ["cli", "get_args_parser", "main"]
@@ -38,10 +39,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> list[Path]:
     """Write the report files of ``args.run`` under ``args.out``; returns their paths."""
     run = Path(args.run)
-    metrics = results.load_metrics(run / "metrics.json" if run.is_dir() else run)
+    metrics = results.load_metrics(run / METRICS_JSON if run.is_dir() else run)
     folder = run if run.is_dir() else run.parent
-    history = results.load_history(folder / "history.csv") if (folder / "history.csv").is_file() else None
-    config = next((read_config(folder / n) for n in ("config.yaml", "config.json") if (folder / n).is_file()), None)
+    history = results.load_history(folder / HISTORY_CSV) if (folder / HISTORY_CSV).is_file() else None
+    config = next((read_config(folder / n) for n in (RUN_CONFIG, "config.json") if (folder / n).is_file()), None)
     name = folder.resolve().name
     title = args.title or f"Brain-tumour MRI classifier: {name}"
     report = build_report(metrics, title, history=history, summary=run_summary(metrics, config).replace("**", ""))

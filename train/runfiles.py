@@ -23,6 +23,7 @@ from tumorlib.errors import TumorlibError
 from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.inference import check_bf16
 from tumorlib.patients import OUT_OF_FOLD, patient_level
+from tumorlib.results.names import RUN_CONFIG, STATUS_JSON
 from tumorlib.runtime import machine_signature
 
 from .config import architecture_args, data_config
@@ -31,8 +32,6 @@ from .config import architecture_args, data_config
 CHECKPOINT = "checkpoint.safetensors"
 # The state at the end of the main schedule, kept when fine-tuning follows: both stages can then be scored.
 MAIN_CHECKPOINT = "checkpoint-main.safetensors"
-#: A run's resolved options, written once at its start; the evaluation, ablation and staging tools read it.
-RUN_CONFIG = "config.yaml"
 HISTORY_COLUMNS = ["epoch", "fold", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
@@ -184,4 +183,4 @@ def write_model_card(run_dir: Path, metrics: dict | None, extra: dict) -> None:
 
 def set_status(run_dir: Path, state: str, **info) -> None:
     """status.json: running, complete, partial or failed, with when and why."""
-    save_json({"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}, run_dir / "status.json")
+    save_json({"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}, run_dir / STATUS_JSON)

@@ -35,13 +35,14 @@ from tumorlib.fileio import atomic_write_text, load_json, save_json
 from tumorlib.inference import Classifier
 from tumorlib.modelcard import model_card
 from tumorlib.registry import FORWARD_PASS, record_forward_pass
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV, RUN_CONFIG, STATUS_JSON
 
 from . import conformal, evaluate
 from .nonmri import SETS, refusal_rate
 
 BUNDLE_FILES = ("model.safetensors", "config.json", "gate.safetensors", "localiser.safetensors")
-RESULT_FILES = ("config.yaml", "history.csv", "status.json")
-FOLD_FILES = ("metrics.json", "predictions.csv", "history.csv")
+RESULT_FILES = (RUN_CONFIG, HISTORY_CSV, STATUS_JSON)
+FOLD_FILES = (METRICS_JSON, PREDICTIONS_CSV, HISTORY_CSV)
 
 
 def non_mri_checks(model_dir: Path) -> dict:
@@ -103,9 +104,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     run = Path(args.run)
-    if not (run / "metrics.json").is_file():
+    if not (run / METRICS_JSON).is_file():
         raise TumorlibError(f"{run} has no metrics.json: not a finished run (a CV run writes it after its last fold).")
-    run_metrics = load_json(run / "metrics.json")
+    run_metrics = load_json(run / METRICS_JSON)
     cv = "cv_summary" in run_metrics
     has_model = (run / "model.safetensors").is_file()
     if args.to and not has_model:
@@ -165,7 +166,7 @@ def ship_cv(run: Path, run_metrics: dict, to: Path | None) -> dict:
     gate_cfg = (config.get("tumorlib") or {}).get("gate")  # the run's config.json is the bundle's, copied
     if gate_cfg:
         metrics["gate"] = {**mri_refusal(gate_cfg), **non_mri_checks(to)}
-    save_json(metrics, to / "metrics.json")
+    save_json(metrics, to / METRICS_JSON)
     atomic_write_text(to / "README.md", model_card(config, metrics))
     return metrics
 
@@ -188,20 +189,20 @@ def copy_bundle(run: Path, to: Path) -> None:
 def write_results(run: Path, results: Path, metrics: dict, cv: bool) -> None:
     """The dashboard's copy: figures, per-slice predictions, history, config (and each fold's); no weights."""
     results.mkdir(parents=True, exist_ok=True)
-    save_json(metrics, results / "metrics.json")
+    save_json(metrics, results / METRICS_JSON)
     for name in RESULT_FILES:
         if (run / name).is_file():
             shutil.copy2(run / name, results / name)
     if cv:
-        shutil.copy2(run / "predictions.csv", results / "predictions.csv")
+        shutil.copy2(run / PREDICTIONS_CSV, results / PREDICTIONS_CSV)
         for fold in sorted(run.glob("fold*")):
-            if (fold / "metrics.json").is_file():
+            if (fold / METRICS_JSON).is_file():
                 (results / fold.name).mkdir(exist_ok=True)
                 for name in FOLD_FILES:
                     if (fold / name).is_file():
                         shutil.copy2(fold / name, results / fold.name / name)
         return
-    shutil.copy2(run / "eval-heldout.csv", results / "predictions.csv")
+    shutil.copy2(run / "eval-heldout.csv", results / PREDICTIONS_CSV)
     if (run / "explanations").is_dir():
         shutil.copytree(run / "explanations", results / "explanations", dirs_exist_ok=True)
 
@@ -231,7 +232,7 @@ def ship_single(run: Path, run_metrics: dict, to: Path, args: argparse.Namespace
             "note": "the same held-out patients as scored by the training run itself; the figures above are "
             "the served model's, from train.evaluate",
         }
-    save_json(metrics, to / "metrics.json")
+    save_json(metrics, to / METRICS_JSON)
     atomic_write_text(to / "README.md", model_card(load_json(to / "config.json"), metrics))
     return metrics
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from tumorlib.data import class_names, read_datasets
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import load_json, save_json
+from tumorlib.results.names import HISTORY_CSV, METRICS_JSON
 from tumorlib.splits import make_folds
 
 from .checkpoint import CheckpointError
@@ -75,7 +76,7 @@ def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
         accelerator = make_accelerator(args)
         # The main schedule's weights are there as soon as it ends; the last checkpoint counts once the
         # fold is finished (its metrics.json written).
-        marker = v.checkpoint if v.main_only else "metrics.json"
+        marker = v.checkpoint if v.main_only else METRICS_JSON
         folds = sorted(int(p.parent.name.removeprefix("fold")) for p in run.glob(f"fold*/{marker}"))
         if not folds:
             print(f"[{out.name}] no fold has these weights yet", file=sys.stderr)
@@ -83,7 +84,7 @@ def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
         for k in folds:
             src, dst = run / f"fold{k}", out / f"fold{k}"
             ckpt = src / v.checkpoint
-            if (dst / "metrics.json").is_file():
+            if (dst / METRICS_JSON).is_file():
                 continue
             if not ckpt.is_file():
                 raise TumorlibError(f"{ckpt} is missing: the fold's checkpoints are needed to score {v.name}.")
@@ -94,13 +95,13 @@ def score_variants(run: Path, data: list[str] | None = None) -> list[Path]:
             except CheckpointError as err:
                 raise TumorlibError(str(err)) from None
             metrics = score_fold_model(model, args, dst, test, labels, accelerator)
-            history = read_history(src / "history.csv")
+            history = read_history(src / HISTORY_CSV)
             if v.main_only:
                 history = [r for r in history if int(r["epoch"]) <= int(config["epochs"])]
                 if len(history) < int(config["epochs"]):
                     raise TumorlibError(f"{src / 'history.csv'} lacks epochs of the main schedule.")
-            write_history(dst / "history.csv", history)
-            save_json({**metrics, "fold": k, "precision": "fp32", "weights": v.name}, dst / "metrics.json")
+            write_history(dst / HISTORY_CSV, history)
+            save_json({**metrics, "fold": k, "precision": "fp32", "weights": v.name}, dst / METRICS_JSON)
             print(f"[{out.name} fold {k}] accuracy {metrics['accuracy']:.4f}", file=sys.stderr)
         write_run_config(out, vconfig)
         written.append(out)

@@ -35,6 +35,7 @@ from tumorlib.results import (
     format_share,
     number,
 )
+from tumorlib.results.names import METRICS_JSON
 
 _MACRO = ("specificity", "precision", "recall", "f1")
 
@@ -43,7 +44,7 @@ def load_source(source: str) -> tuple[str, dict]:
     """``Name=path`` or ``path`` (a folder with metrics.json, or the file) -> (name, metrics)."""
     name, _, path = source.rpartition("=")
     path = Path(path)
-    file = path / "metrics.json" if path.is_dir() else path
+    file = path / METRICS_JSON if path.is_dir() else path
     return name or str(path if path.is_dir() else path.parent), results.load_metrics(file)
 
 

@@ -26,6 +26,7 @@ from tumorlib.calibration import crossfit_probabilities, fit_temperature, softma
 from tumorlib.data import class_names, read_datasets
 from tumorlib.errors import TumorlibError
 from tumorlib.fileio import save_json
+from tumorlib.results.names import METRICS_JSON, PREDICTIONS_CSV, STATUS_JSON
 from tumorlib.splits import train_val_split
 
 from .args import get_args_parser, read_recipe
@@ -93,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.output) / name
     main_proc = accelerator.is_main_process
     if main_proc:
-        if (run_dir / "status.json").exists() and not args.resume and args.fold is None:
+        if (run_dir / STATUS_JSON).exists() and not args.resume and args.fold is None:
             raise TumorlibError(f"{run_dir} already holds a run; use --resume to continue it or another --name.")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(run_dir, resolved_config(args))
@@ -142,14 +143,14 @@ def run_single(records, labels, args, run_dir: Path, accelerator, recipe) -> str
         metrics["temperature"] = temperature
         metrics["trained_on"] = training_machine(accelerator)
         write_predictions(
-            run_dir / "predictions.csv",
+            run_dir / PREDICTIONS_CSV,
             ordered,
             labels,
             out["logits"],
             softmax(out["logits"], temperature),
             out["labels"],
         )
-        save_json(metrics, run_dir / "metrics.json")
+        save_json(metrics, run_dir / METRICS_JSON)
     extra = {"training": recipe, "split": f"patient-grouped validation fraction {args.val_fraction}"}
     export_bundle(out["model"], run_dir, labels, args, records, temperature, extra, out["mask_head"], out["mask_stage"])
     fit_bundle_gate(run_dir, train_r, val_r)

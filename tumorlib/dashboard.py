@@ -20,6 +20,7 @@ import yaml
 
 from . import figures, results, slides, tables
 from .results import format_auc, format_pct, number
+from .results.names import METRICS_JSON, STATUS_JSON
 
 __all__ = [
     "PLOTLY_CONFIG",
@@ -102,14 +103,14 @@ def discover_runs(root: Path, bundled: bool = False) -> list[Run]:
     except OSError:
         return runs
     for child in children:
-        if (child / "metrics.json").is_file():
+        if (child / METRICS_JSON).is_file():
             runs.append(Run(child.name, child, bundled))
             continue
         try:
             nested = sorted(p for p in child.iterdir() if p.is_dir() and not _is_part(p))
         except OSError:
             continue
-        runs.extend(Run(f"{child.name}/{p.name}", p, bundled) for p in nested if (p / "metrics.json").is_file())
+        runs.extend(Run(f"{child.name}/{p.name}", p, bundled) for p in nested if (p / METRICS_JSON).is_file())
     return runs
 
 
@@ -118,7 +119,7 @@ def default_run(runs: list[Run], models_root: Path) -> Run | None:
     ``metrics.json`` is that run's), else the default bundle itself, else the first run."""
     if not runs:
         return None
-    shipped = models_root / "default" / "metrics.json"
+    shipped = models_root / "default" / METRICS_JSON
     try:
         wanted = json.loads(shipped.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -127,7 +128,7 @@ def default_run(runs: list[Run], models_root: Path) -> Run | None:
     for run in runs:
         if run.bundled:
             continue
-        path = run.path / "metrics.json"
+        path = run.path / METRICS_JSON
         try:
             if json.loads(path.read_text(encoding="utf-8")) == wanted:
                 return run
@@ -142,8 +143,8 @@ def pending_runs(root: Path) -> list[str]:
         return []
     out = []
     for child in sorted(p for p in root.iterdir() if p.is_dir() and not _is_part(p)):
-        if (child / "status.json").is_file() and not (child / "metrics.json").is_file():
-            status = read_status(child / "status.json")
+        if (child / STATUS_JSON).is_file() and not (child / METRICS_JSON).is_file():
+            status = read_status(child / STATUS_JSON)
             out.append(f"{child.name} ({status or 'no metrics yet'})")
     return out
 

@@ -10,6 +10,7 @@ dashboard, the README tables, the app) reaches those sections through the access
 their numbers with the formatters here, so a number reads the same everywhere and a schema change is
 made in one place.
 
+- :mod:`.names`: the names of the files in a run, results or bundle folder.
 - :mod:`.files`: loading the files, with clear errors.
 - :mod:`.values`: the sections and their numbers, checked (:func:`number`) and formatted.
 - :mod:`.sentences`: the headline cards and the sentences several readers print.
@@ -26,6 +27,11 @@ from typing import TYPE_CHECKING
 # Each name is imported from its submodule when first used, never at package import: the submodules
 # (and tumorlib.tables and tumorlib.figures, on which the Model tab builds) then import without a cycle.
 _EXPORTS = {
+    "HISTORY_CSV": "names",
+    "METRICS_JSON": "names",
+    "PREDICTIONS_CSV": "names",
+    "RUN_CONFIG": "names",
+    "STATUS_JSON": "names",
     "EXPLANATION_COLUMNS": "files",
     "ResultsError": "files",
     "ResultsFileError": "files",
@@ -133,6 +139,7 @@ if TYPE_CHECKING:
         read_bundle_metrics,
         shown_source,
     )
+    from .names import HISTORY_CSV, METRICS_JSON, PREDICTIONS_CSV, RUN_CONFIG, STATUS_JSON
     from .paper import (
         PAPER,
         PAPER_CAVEAT,
@@ -208,6 +215,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPLANATION_COLUMNS",
     "GATE_TEST_SETS",
+    "HISTORY_CSV",
+    "METRICS_JSON",
     "METRIC_NAMES",
     "MISSING",
     "NO_TUMOUR_CAVEAT",
@@ -217,6 +226,9 @@ __all__ = [
     "PAPER_COLUMNS",
     "PAPER_DIR",
     "PER_CLASS_METRICS",
+    "PREDICTIONS_CSV",
+    "RUN_CONFIG",
+    "STATUS_JSON",
     "ModelInfo",
     "ResultsError",
     "ResultsFileError",

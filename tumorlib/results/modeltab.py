@@ -20,6 +20,7 @@ from ..figures import confusion_matrix_figure, reliability_figure
 from ..modelcard import split_front_matter
 from ..tables import paper_table, per_class_table
 from .files import ResultsError, load_metrics
+from .names import METRICS_JSON
 from .sentences import headline
 from .values import conformal_level, format_pct, number, reliability, section
 
@@ -87,7 +88,7 @@ def model_info(folder: str | Path, name: str, source: str) -> ModelInfo:
 
 def read_bundle_metrics(folder: str | Path) -> tuple[dict | None, str]:
     """(a bundle's metrics.json or None, a note to show when there is none to show)."""
-    path = Path(folder) / "metrics.json"
+    path = Path(folder) / METRICS_JSON
     if not path.is_file():
         return None, (
             "This model comes without a metrics.json: it has not been evaluated here, so no performance "
